@@ -1,0 +1,107 @@
+package drover
+
+import "time"
+
+// Builder is the definition of a builder, as the config describes it: what
+// it needs from a worker and the steps it runs. It is a plain value; the
+// config loader makes it and the master reads it.
+type Builder struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Requires is what a worker's facts must satisfy to run this builder.
+	Requires []Requirement `json:"requires,omitempty"`
+	// Workers, when not empty, pins the builder to these named workers (they
+	// must still satisfy Requires).
+	Workers []string          `json:"workers,omitempty"`
+	Classes map[string]string `json:"classes,omitempty"` // axis → value, e.g. compiler → clang
+	Stable  bool              `json:"stable"`
+	// MaxBuilds caps how many builds of this builder run at once across the
+	// fleet; 0 means no cap.
+	MaxBuilds  int        `json:"max_builds,omitempty"`
+	Priority   int        `json:"priority,omitempty"`
+	Properties Properties `json:"properties,omitempty"`
+	Steps      []StepSpec `json:"steps"`
+	// Pos is where the builder was defined, "file:line", for error messages.
+	Pos string `json:"pos,omitempty"`
+}
+
+// StepKind says how the master turns a step into work.
+type StepKind string
+
+const (
+	StepShell    StepKind = "shell"    // run a command on the worker
+	StepCheckout StepKind = "checkout" // fetch and check out the build's revision with git
+)
+
+// StepSpec is the definition of one step of a builder.
+type StepSpec struct {
+	Kind StepKind `json:"kind"`
+	Name string   `json:"name"`
+	// Command is run by the platform's shell when Shell is set (a string in
+	// the config), or exec'd directly as argv otherwise (a list in the
+	// config). Elements may hold %(prop:name)s interpolations.
+	Command []string          `json:"command,omitempty"`
+	Shell   bool              `json:"shell,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// Workdir is relative to the builder's directory on the worker.
+	Workdir string `json:"workdir,omitempty"`
+	// Timeout ends the command when it prints nothing for this long;
+	// MaxTime ends it when it has run this long. Zero: no limit.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	MaxTime time.Duration `json:"max_time,omitempty"`
+	// KillGrace is how long after SIGTERM the process group gets SIGKILL.
+	KillGrace time.Duration `json:"kill_grace,omitempty"`
+
+	HaltOnFailure  bool `json:"halt_on_failure,omitempty"`
+	FlunkOnFailure bool `json:"flunk_on_failure,omitempty"`
+	WarnOnFailure  bool `json:"warn_on_failure,omitempty"`
+	AlwaysRun      bool `json:"always_run,omitempty"`
+	// DecodeRC maps exit codes to results; codes not listed are failures,
+	// except 0, which is success unless listed.
+	DecodeRC map[int]Result `json:"decode_rc,omitempty"`
+	// When, if set, runs the step only if every condition holds on the
+	// build's properties; otherwise the step is skipped.
+	When []Condition `json:"when,omitempty"`
+	// SetProperty stores the command's whole trimmed stdout in a property.
+	SetProperty string `json:"set_property,omitempty"`
+	// Extract sets properties from the first match of a regular expression
+	// (first capture group, or the whole match) on the command's stdout.
+	Extract map[string]string `json:"extract,omitempty"`
+
+	// Checkout steps only.
+	Source *GitSource `json:"source,omitempty"`
+	// Mode is "incremental" (keep the clone, fetch) or "full" (clean it).
+	Mode string `json:"mode,omitempty"`
+
+	Pos string `json:"pos,omitempty"`
+}
+
+// Condition is one test of a step's When: the property Prop must equal
+// Value, or (Negate) must not; Value "*" means present and non-empty.
+type Condition struct {
+	Prop   string `json:"prop"`
+	Value  string `json:"value"`
+	Negate bool   `json:"negate,omitempty"`
+}
+
+// Holds reports whether c is true of props.
+func (c Condition) Holds(props Properties) bool {
+	v, ok := props[c.Prop]
+	var match bool
+	if c.Value == "*" {
+		match = ok && v != ""
+	} else {
+		match = ok && v == c.Value
+	}
+	return match != c.Negate
+}
+
+// GitSource is a git repository a builder checks out and a scheduler or
+// poller watches.
+type GitSource struct {
+	Name     string        `json:"name"`
+	URL      string        `json:"url"`
+	Branches []string      `json:"branches,omitempty"`
+	Poll     time.Duration `json:"poll,omitempty"` // zero: not polled
+	Pos      string        `json:"pos,omitempty"`
+}

@@ -1,0 +1,55 @@
+package api
+
+import (
+	"context"
+	"io"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/store"
+)
+
+// Backend is what the HTTP API and web UI need of a running master. The
+// master implements it; reads go straight to the store, writes go through
+// the master so that it can wake the dispatcher and publish events.
+type Backend interface {
+	// Store is for reads only: writes go through the methods below.
+	Store() store.Store
+	// Builders returns the builders of the config in force, in config order.
+	Builders() []drover.Builder
+	// Builder returns the builder named name in the config in force.
+	Builder(name string) (*drover.Builder, bool)
+	// Title and URL are the master's settings, for page headers and links.
+	Title() string
+	URL() string
+
+	// Force queues a build request for a builder; the request's Builder,
+	// Source, Properties, Priority and Reason come from req. It fails with
+	// NotFound for an unknown builder.
+	Force(ctx context.Context, req *drover.BuildRequest) error
+	// AddChange stores a change and lets the schedulers react to it.
+	AddChange(ctx context.Context, c *drover.Change) error
+	// CancelBuild stops a running build (its command is killed, the build
+	// ends cancelled). It fails with Conflict if the build has finished.
+	CancelBuild(ctx context.Context, buildID int64, reason string) error
+	// CancelRequest cancels a pending request.
+	CancelRequest(ctx context.Context, requestID int64, reason string) error
+
+	// Eligibility explains, for every known worker, whether it may run
+	// builder name and why.
+	Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error)
+
+	// Authenticate checks an API token and returns its role. An empty
+	// token is anonymous and fails with Unauthorized.
+	Authenticate(ctx context.Context, token string) (drover.Role, error)
+
+	// Events returns a subscription to the master's events.
+	Events() *events.Subscription
+
+	// ReadLog writes the stored bytes of log id from offset to w.
+	ReadLog(ctx context.Context, id int64, offset int64, w io.Writer) error
+	// FollowLog calls fn with the bytes of log id from offset, first those
+	// stored, then live ones as they arrive, until the log is complete (nil)
+	// or ctx is done.
+	FollowLog(ctx context.Context, id int64, offset int64, fn func([]byte) error) error
+}

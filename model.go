@@ -1,0 +1,193 @@
+package drover
+
+import (
+	"sort"
+	"time"
+)
+
+// Properties are the named string values of a build: its revision, branch,
+// build number and worker name, the custom values given when it was forced,
+// and values that steps set from their output. Commands interpolate them.
+type Properties map[string]string
+
+// Clone returns a copy of p that can be changed without touching p.
+func (p Properties) Clone() Properties {
+	c := make(Properties, len(p))
+	for k, v := range p {
+		c[k] = v
+	}
+	return c
+}
+
+// Keys returns the property names in order, for stable output.
+func (p Properties) Keys() []string {
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Change is one commit (or a batch of them) seen on a repository, from a
+// poller, a webhook or `drover sendchange`.
+type Change struct {
+	ID         int64      `json:"id"`
+	Repository string     `json:"repository"`
+	Branch     string     `json:"branch"`
+	Revision   string     `json:"revision"`
+	Author     string     `json:"author,omitempty"`
+	Comments   string     `json:"comments,omitempty"`
+	Files      []string   `json:"files,omitempty"`
+	Category   string     `json:"category,omitempty"`
+	Properties Properties `json:"properties,omitempty"`
+	When       time.Time  `json:"when"`
+}
+
+// SourceStamp names the code a build runs on. An empty Revision means "the
+// branch's head when the checkout runs".
+type SourceStamp struct {
+	Repository string `json:"repository,omitempty"`
+	Branch     string `json:"branch,omitempty"`
+	Revision   string `json:"revision,omitempty"`
+}
+
+// BuildRequest is a request that a builder run once on a source stamp. It
+// waits in the queue (pending) until the dispatcher claims it for a worker.
+type BuildRequest struct {
+	ID         int64        `json:"id"`
+	Builder    string       `json:"builder"`
+	Source     SourceStamp  `json:"source"`
+	Properties Properties   `json:"properties,omitempty"`
+	Priority   int          `json:"priority"`
+	Reason     string       `json:"reason"`
+	ChangeIDs  []int64      `json:"change_ids,omitempty"`
+	State      RequestState `json:"state"`
+	Result     Result       `json:"result,omitempty"`
+	Submitted  time.Time    `json:"submitted"`
+	// Tries counts builds started for this request; a retry puts the request
+	// back to pending and the next claim makes another.
+	Tries int `json:"tries"`
+}
+
+// Build is one run of a builder on one worker for one request.
+type Build struct {
+	ID         int64       `json:"id"`
+	Builder    string      `json:"builder"`
+	Number     int         `json:"number"` // counts up per builder from 1
+	RequestID  int64       `json:"request_id"`
+	Worker     string      `json:"worker"`
+	Source     SourceStamp `json:"source"`
+	Properties Properties  `json:"properties,omitempty"`
+	Reason     string      `json:"reason"`
+	// WhyWorker explains the dispatcher's choice of worker, for the build page.
+	WhyWorker string     `json:"why_worker,omitempty"`
+	State     BuildState `json:"state"`
+	Result    Result     `json:"result,omitempty"`
+	// Summary is one line for humans: the failing step, an infra error, etc.
+	Summary  string    `json:"summary,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Duration is how long the build ran, or has run so far at now.
+func (b *Build) Duration(now time.Time) time.Duration {
+	if b.Finished.IsZero() {
+		return now.Sub(b.Started)
+	}
+	return b.Finished.Sub(b.Started)
+}
+
+// Step is the record of one step of a build.
+type Step struct {
+	BuildID  int64     `json:"build_id"`
+	Index    int       `json:"index"` // from 0, in the order the builder lists them
+	Name     string    `json:"name"`
+	State    StepState `json:"state"`
+	Result   Result    `json:"result,omitempty"`
+	Summary  string    `json:"summary,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Log is the index entry of one log of a step. The bytes live in the log
+// store, not in the database.
+type Log struct {
+	ID        int64  `json:"id"`
+	BuildID   int64  `json:"build_id"`
+	StepIndex int    `json:"step"`
+	Name      string `json:"name"` // "stdio" for a command's output
+	Bytes     int64  `json:"bytes"`
+	// Dropped counts bytes cut from the middle when the log exceeded its limit.
+	Dropped  int64 `json:"dropped,omitempty"`
+	Complete bool  `json:"complete"`
+}
+
+// Availability is a worker's owner's terms for lending it.
+type Availability string
+
+const (
+	Eager     Availability = "eager"     // happy to build
+	Reluctant Availability = "reluctant" // only when no eager worker can
+	Draining  Availability = "draining"  // finish what runs, take nothing new
+	Offline   Availability = "offline"   // connected but takes nothing
+)
+
+// Worker is what the master knows of a worker, connected or not.
+type Worker struct {
+	Name         string       `json:"name"`
+	Facts        Facts        `json:"facts,omitempty"`
+	Labels       Properties   `json:"labels,omitempty"`
+	Version      string       `json:"version,omitempty"`
+	OS           string       `json:"os,omitempty"`
+	Arch         string       `json:"arch,omitempty"`
+	Availability Availability `json:"availability"`
+	Connected    bool         `json:"connected"`
+	FirstSeen    time.Time    `json:"first_seen,omitzero"`
+	LastSeen     time.Time    `json:"last_seen,omitzero"`
+	// ConnectedAt is when the current session began (zero when not connected).
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
+	Address     string    `json:"address,omitempty"`
+}
+
+// Token is a stored credential. The secret is never stored, only its hash.
+type Token struct {
+	ID   string    `json:"id"` // public part, used to find the row
+	Kind TokenKind `json:"kind"`
+	Hash string    `json:"-"` // bcrypt of the secret part
+	// Role is what an API token may do; Worker names the worker a worker
+	// token belongs to.
+	Role     Role      `json:"role,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
+	Comment  string    `json:"comment,omitempty"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires,omitzero"`
+	UsesLeft int       `json:"uses_left"` // -1: unlimited
+	LastUsed time.Time `json:"last_used,omitzero"`
+	Revoked  bool      `json:"revoked"`
+}
+
+// TokenKind says what a token is for.
+type TokenKind string
+
+const (
+	TokenAPI    TokenKind = "api"    // REST API calls
+	TokenEnroll TokenKind = "enroll" // lets a new worker register itself
+	TokenWorker TokenKind = "worker" // one worker's own secret
+)
+
+// Role is what an API caller may do. Each role includes the ones before it.
+type Role string
+
+const (
+	RoleRead     Role = "read"     // see everything
+	RoleOperator Role = "operator" // force, cancel, rebuild, availability
+	RoleAdmin    Role = "admin"    // tokens, workers, config reload
+)
+
+// Allows reports whether a caller with role r may act as role need.
+func (r Role) Allows(need Role) bool {
+	rank := map[Role]int{RoleRead: 1, RoleOperator: 2, RoleAdmin: 3}
+	return rank[r] >= rank[need] && rank[need] > 0
+}
