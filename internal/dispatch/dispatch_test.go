@@ -1,0 +1,128 @@
+package dispatch
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/drover-ci/drover"
+)
+
+func mustReq(t *testing.T, fact, c string) drover.Requirement {
+	t.Helper()
+	r, err := drover.ParseRequirement(fact, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestDecide(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	linux := drover.Facts{"os": {"linux", "debian"}, "gcc": {"12.2.0"}}
+	mac := drover.Facts{"os": {"darwin", "macos"}}
+	builders := map[string]*drover.Builder{
+		"lin":    {Name: "lin", Requires: []drover.Requirement{mustReq(t, "os", "linux")}},
+		"gcc12":  {Name: "gcc12", Requires: []drover.Requirement{mustReq(t, "gcc", ">= 12")}},
+		"mac":    {Name: "mac", Requires: []drover.Requirement{mustReq(t, "os", "macos")}},
+		"capped": {Name: "capped", MaxBuilds: 1},
+		"pinned": {Name: "pinned", Workers: []string{"w2"}},
+	}
+	tests := []struct {
+		name     string
+		requests []Request
+		workers  []Worker
+		running  map[string]int
+		want     []Assignment
+	}{
+		{
+			name:     "eligible worker gets the request",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}},
+			workers:  []Worker{{Name: "m1", Facts: mac, Slots: 1}, {Name: "l1", Facts: linux, Slots: 1}},
+			want:     []Assignment{{Request: 1, Worker: "l1"}},
+		},
+		{
+			name:     "no eligible worker: stays queued",
+			requests: []Request{{ID: 1, Builder: "mac", Submitted: t0}},
+			workers:  []Worker{{Name: "l1", Facts: linux, Slots: 1}},
+		},
+		{
+			name:     "version constraint",
+			requests: []Request{{ID: 1, Builder: "gcc12", Submitted: t0}},
+			workers:  []Worker{{Name: "m1", Facts: mac}, {Name: "l1", Facts: linux}},
+			want:     []Assignment{{Request: 1, Worker: "l1"}},
+		},
+		{
+			name:     "priority then age",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}, {ID: 2, Builder: "lin", Submitted: t0.Add(time.Second), Priority: 5}, {ID: 3, Builder: "lin", Submitted: t0.Add(-time.Second)}},
+			workers:  []Worker{{Name: "l1", Facts: linux, Slots: 2}},
+			want:     []Assignment{{Request: 2, Worker: "l1"}, {Request: 3, Worker: "l1"}},
+		},
+		{
+			name:     "slots respected and work spread to the least loaded",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}, {ID: 2, Builder: "lin", Submitted: t0.Add(1)}, {ID: 3, Builder: "lin", Submitted: t0.Add(2)}},
+			workers:  []Worker{{Name: "a", Facts: linux, Slots: 1}, {Name: "b", Facts: linux, Slots: 1}},
+			want:     []Assignment{{Request: 1, Worker: "a"}, {Request: 2, Worker: "b"}},
+		},
+		{
+			name:     "checkout preferred",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}},
+			workers:  []Worker{{Name: "a", Facts: linux}, {Name: "b", Facts: linux, Checkouts: map[string]bool{"lin": true}}},
+			want:     []Assignment{{Request: 1, Worker: "b"}},
+		},
+		{
+			name:     "eager before reluctant, draining and offline take nothing",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}, {ID: 2, Builder: "lin", Submitted: t0.Add(1)}},
+			workers: []Worker{
+				{Name: "a", Facts: linux, Availability: drover.Reluctant, Checkouts: map[string]bool{"lin": true}},
+				{Name: "b", Facts: linux, Availability: drover.Eager},
+				{Name: "c", Facts: linux, Availability: drover.Draining},
+				{Name: "d", Facts: linux, Availability: drover.Offline},
+			},
+			want: []Assignment{{Request: 1, Worker: "b"}, {Request: 2, Worker: "a"}},
+		},
+		{
+			name:     "max builds caps the builder fleet-wide, others still served",
+			requests: []Request{{ID: 1, Builder: "capped", Submitted: t0}, {ID: 2, Builder: "capped", Submitted: t0.Add(1)}, {ID: 3, Builder: "lin", Submitted: t0.Add(2)}},
+			workers:  []Worker{{Name: "a", Facts: linux, Slots: 3}},
+			want:     []Assignment{{Request: 1, Worker: "a"}, {Request: 3, Worker: "a"}},
+		},
+		{
+			name:     "already running counts against the cap",
+			requests: []Request{{ID: 1, Builder: "capped", Submitted: t0}},
+			workers:  []Worker{{Name: "a", Facts: linux, Slots: 3}},
+			running:  map[string]int{"capped": 1},
+		},
+		{
+			name:     "pinned builder",
+			requests: []Request{{ID: 1, Builder: "pinned", Submitted: t0}},
+			workers:  []Worker{{Name: "w1"}, {Name: "w2"}},
+			want:     []Assignment{{Request: 1, Worker: "w2"}},
+		},
+		{
+			name:     "busy builder does not block the next",
+			requests: []Request{{ID: 1, Builder: "mac", Submitted: t0}, {ID: 2, Builder: "lin", Submitted: t0.Add(1)}},
+			workers:  []Worker{{Name: "l1", Facts: linux}},
+			want:     []Assignment{{Request: 2, Worker: "l1"}},
+		},
+		{
+			name:     "unknown builder skipped",
+			requests: []Request{{ID: 1, Builder: "gone", Submitted: t0}},
+			workers:  []Worker{{Name: "l1", Facts: linux}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Decide(Snapshot{Requests: tt.requests, Builders: builders, Workers: tt.workers, RunningByBuilder: tt.running}, t0)
+			for i := range got {
+				if got[i].Why == "" {
+					t.Errorf("assignment %d has no reason", i)
+				}
+				got[i].Why = ""
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Decide = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
