@@ -1,0 +1,378 @@
+// Package workerhub is the master's side of the worker protocol: it
+// authenticates workers, keeps one session per connected worker, sends
+// commands and relays their output and completion to a Handler (the
+// master), and enrolls new workers with a fleet enrollment token.
+//
+//	worker ──Enroll(enrollment token)──▶ hub ──store.Enroll──▶ new worker token
+//	worker ══Connect stream═══════════▶ hub
+//	   hello(name, token, facts, running)   → authenticate, Handler.WorkerConnected → keep list
+//	   ◀ welcome(keep)
+//	   ◀ run / cancel / ack                  ← Session.Send (one sender goroutine)
+//	   output(seq) / finished / facts       → Handler (in stream order)
+//
+// A malformed or out-of-order message closes that one stream with
+// InvalidArgument; the master and every other session carry on. A wrong
+// token is refused with Unauthenticated and logged with the peer address,
+// and nothing is registered.
+package workerhub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover/internal/tokens"
+	pb "github.com/drover-ci/drover/internal/workerproto"
+)
+
+// Handler receives what workers say. Calls for one session come from that
+// session's receive loop, in stream order; calls for different sessions
+// may run concurrently. An error returned from CommandOutput or
+// CommandFinished closes the session's stream as a protocol violation.
+type Handler interface {
+	// WorkerConnected is called once a hello is authenticated, before the
+	// welcome. It returns which of the worker's held commands to keep;
+	// the worker kills the rest.
+	WorkerConnected(s *Session, held []*pb.RunningCommand) (keep []string)
+	// WorkerDisconnected is called when the session ends for any reason.
+	WorkerDisconnected(s *Session, err error)
+	CommandOutput(s *Session, out *pb.Output) error
+	CommandFinished(s *Session, f *pb.Finished) error
+	// FactsChanged is called after the session's facts or availability
+	// changed.
+	FactsChanged(s *Session)
+}
+
+// Options configure a Hub.
+type Options struct {
+	Store   store.Store
+	Handler Handler
+	Logger  *slog.Logger
+	Version string // the master's program version, sent in welcome
+	// HelloTimeout bounds the wait for a new stream's hello.
+	HelloTimeout time.Duration
+	Now          func() time.Time
+}
+
+// Hub implements the Worker gRPC service.
+type Hub struct {
+	pb.UnimplementedWorkerServer
+	store   store.Store
+	handler Handler
+	logger  *slog.Logger
+	version string
+	helloTO time.Duration
+	now     func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+}
+
+// New makes a Hub.
+func New(o Options) *Hub {
+	if o.HelloTimeout == 0 {
+		o.HelloTimeout = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Hub{
+		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
+		version: o.Version, helloTO: o.HelloTimeout, now: o.Now,
+		sessions: make(map[string]*Session),
+	}
+}
+
+// Session returns the live session of worker name.
+func (h *Hub) Session(name string) (*Session, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sessions[name]
+	return s, ok
+}
+
+// Sessions returns every live session.
+func (h *Hub) Sessions() []*Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// namePattern is what a worker may be called: it names directories, URLs
+// and metrics labels, so keep it tame.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// ValidName reports whether name may name a worker.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
+
+// Enroll registers a new worker with an enrollment token and returns the
+// worker's own secret.
+func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
+	addr := peerAddr(ctx)
+	log := h.logger.With("peer", addr, "worker", req.GetName())
+	if !ValidName(req.GetName()) {
+		log.Warn("enrollment refused: bad worker name")
+		return nil, status.Errorf(codes.InvalidArgument, "worker name %q: use letters, digits, '.', '_' and '-', at most 63", req.GetName())
+	}
+	kind, id, secret, err := tokens.Parse(req.GetEnrollmentToken())
+	if err != nil || kind != drover.TokenEnroll {
+		log.Warn("enrollment refused: not an enrollment token", "token", tokens.Redact(req.GetEnrollmentToken()))
+		return nil, status.Error(codes.Unauthenticated, "not a valid enrollment token")
+	}
+	now := h.now()
+	t, err := h.store.GetToken(ctx, id)
+	if err == nil {
+		err = tokens.Verify(t, secret, now)
+	}
+	if err != nil {
+		log.Warn("enrollment refused", "token", tokens.Redact(req.GetEnrollmentToken()), "err", err)
+		return nil, status.Error(codes.Unauthenticated, "enrollment token refused")
+	}
+	// A new machine must not take over an existing worker's identity by
+	// enrolling under its name.
+	if w, err := h.store.GetWorker(ctx, req.GetName()); err == nil && w != nil {
+		if toks, err := h.store.ListTokens(ctx, drover.TokenWorker); err == nil {
+			for _, wt := range toks {
+				if wt.Worker == req.GetName() && !wt.Revoked {
+					log.Warn("enrollment refused: name taken")
+					return nil, status.Errorf(codes.AlreadyExists, "a worker named %q is already enrolled; pick another name or revoke its token", req.GetName())
+				}
+			}
+		}
+	}
+	full, wt, err := tokens.New(drover.TokenWorker, now)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	wt.Worker = req.GetName()
+	wt.Comment = "enrolled from " + addr
+	w := &drover.Worker{
+		Name: req.GetName(), Version: req.GetProgramVersion(), OS: req.GetOs(), Arch: req.GetArch(),
+		Availability: drover.Eager, FirstSeen: now, LastSeen: now, Address: addr,
+	}
+	if err := h.store.Enroll(ctx, id, now, &wt, w); err != nil {
+		if drover.KindOf(err) == drover.Unauthorized {
+			log.Warn("enrollment refused", "err", err)
+			return nil, status.Error(codes.Unauthenticated, "enrollment token refused")
+		}
+		log.Error("enrollment failed", "err", err)
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	log.Info("worker enrolled", "token", tokens.Redact(full))
+	return &pb.EnrollResponse{WorkerName: req.GetName(), Token: full}, nil
+}
+
+// authenticate checks a hello's token against the worker it names.
+func (h *Hub) authenticate(ctx context.Context, hello *pb.Hello) error {
+	kind, id, secret, err := tokens.Parse(hello.GetToken())
+	if err != nil {
+		return err
+	}
+	if kind != drover.TokenWorker {
+		return drover.Errorf(drover.Unauthorized, "a %s token cannot connect a worker (enroll first)", kind)
+	}
+	t, err := h.store.GetToken(ctx, id)
+	if err != nil {
+		if drover.KindOf(err) == drover.NotFound {
+			return drover.Errorf(drover.Unauthorized, "unknown token")
+		}
+		return err
+	}
+	if err := tokens.Verify(t, secret, h.now()); err != nil {
+		return err
+	}
+	if t.Worker != hello.GetName() {
+		return drover.Errorf(drover.Unauthorized, "token belongs to worker %q, not %q", t.Worker, hello.GetName())
+	}
+	return nil
+}
+
+// Connect serves one worker's stream.
+func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
+	ctx := stream.Context()
+	addr := peerAddr(ctx)
+
+	hello, err := h.recvHello(stream)
+	if err != nil {
+		h.logger.Warn("worker stream refused", "peer", addr, "err", err)
+		return err
+	}
+	log := h.logger.With("worker", hello.GetName(), "peer", addr)
+	if err := h.authenticate(ctx, hello); err != nil {
+		log.Warn("worker refused", "token", tokens.Redact(hello.GetToken()), "err", err)
+		if drover.KindOf(err) == drover.Unauthorized {
+			return status.Error(codes.Unauthenticated, "worker token refused")
+		}
+		return status.Error(codes.Internal, "internal error")
+	}
+	if v := hello.GetProtocolVersion(); v < pb.MinProtocolVersion {
+		log.Warn("worker refused: protocol too old", "protocol", v)
+		return status.Errorf(codes.FailedPrecondition, "worker protocol %d is older than %d; upgrade the worker", v, pb.MinProtocolVersion)
+	}
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	s := newSession(sctx, cancel, hello, addr, h.now())
+	if old := h.swap(s); old != nil {
+		// The same worker dialled again while we still held its previous
+		// stream (a half-open TCP connection): the new one wins.
+		log.Info("worker reconnected; closing its previous session")
+		old.close(errors.New("replaced by a new connection"))
+	}
+	defer h.remove(s)
+
+	keep := h.handler.WorkerConnected(s, hello.GetRunning())
+	err = stream.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Welcome{Welcome: &pb.Welcome{
+		ProtocolVersion: pb.ProtocolVersion, MasterVersion: h.version, WorkerName: s.Name, Keep: keep,
+	}}})
+	if err != nil {
+		s.close(err)
+		h.handler.WorkerDisconnected(s, err)
+		return err
+	}
+	log.Info("worker connected", "version", hello.GetProgramVersion(), "os", hello.GetOs(), "arch", hello.GetArch())
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sendLoop(stream)
+	}()
+	// The receive loop runs on its own so that a session closed from our
+	// side (replaced, send queue full, shutdown) ends at once, even while
+	// Recv blocks; returning from Connect tears the stream down, which
+	// unblocks Recv and ends that goroutine. Handler calls made after the
+	// session closed are dropped by recvLoop.
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- h.recvLoop(s, stream) }()
+	select {
+	case err = <-recvErr:
+	case <-sctx.Done():
+		err = context.Cause(sctx)
+	}
+	s.close(err)
+	wg.Wait()
+	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	h.handler.WorkerDisconnected(s, err)
+	log.Info("worker disconnected", "err", err)
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return err
+	}
+	return nil
+}
+
+func (h *Hub) recvHello(stream pb.Worker_ConnectServer) (*pb.Hello, error) {
+	type result struct {
+		msg *pb.WorkerMessage
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { // owned: ends when Recv returns, which the timer below forces by returning (ending the stream)
+		m, err := stream.Recv()
+		ch <- result{m, err}
+	}()
+	timer := time.NewTimer(h.helloTO)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		hello := r.msg.GetHello()
+		if hello == nil {
+			return nil, status.Error(codes.InvalidArgument, "first message must be hello")
+		}
+		if !ValidName(hello.GetName()) {
+			return nil, status.Errorf(codes.InvalidArgument, "bad worker name %q", hello.GetName())
+		}
+		return hello, nil
+	case <-timer.C:
+		return nil, status.Error(codes.DeadlineExceeded, "no hello in time")
+	}
+}
+
+func (h *Hub) recvLoop(s *Session, stream pb.Worker_ConnectServer) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if s.ctx.Err() != nil {
+			return context.Cause(s.ctx)
+		}
+		s.touch(h.now())
+		switch msg := m.GetMsg().(type) {
+		case *pb.WorkerMessage_Output:
+			o := msg.Output
+			if o.GetCommandId() == "" || o.GetSeq() == 0 {
+				return status.Error(codes.InvalidArgument, "output without command id or sequence number")
+			}
+			if err := h.handler.CommandOutput(s, o); err != nil {
+				return status.Errorf(codes.InvalidArgument, "output of %s: %v", o.GetCommandId(), err)
+			}
+		case *pb.WorkerMessage_Finished:
+			if msg.Finished.GetCommandId() == "" {
+				return status.Error(codes.InvalidArgument, "finished without command id")
+			}
+			if err := h.handler.CommandFinished(s, msg.Finished); err != nil {
+				return status.Errorf(codes.InvalidArgument, "finished %s: %v", msg.Finished.GetCommandId(), err)
+			}
+		case *pb.WorkerMessage_Facts:
+			s.updateFacts(msg.Facts)
+			h.handler.FactsChanged(s)
+		case *pb.WorkerMessage_Hello:
+			return status.Error(codes.InvalidArgument, "hello sent twice")
+		default:
+			return status.Error(codes.InvalidArgument, "empty or unknown message")
+		}
+	}
+}
+
+func (h *Hub) swap(s *Session) *Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.sessions[s.Name]
+	h.sessions[s.Name] = s
+	return old
+}
+
+func (h *Hub) remove(s *Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sessions[s.Name] == s {
+		delete(h.sessions, s.Name)
+	}
+}
+
+// CloseAll ends every session, for shutdown.
+func (h *Hub) CloseAll(reason error) {
+	for _, s := range h.Sessions() {
+		s.close(reason)
+	}
+}
+
+// errSendQueueFull is why a session whose worker stopped reading is closed.
+var errSendQueueFull = fmt.Errorf("send queue full: worker not reading")
