@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/config"
+	"github.com/drover-ci/drover/internal/master"
+	"github.com/drover-ci/drover/internal/pki"
+	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover/internal/tokens"
+)
+
+func masterCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "master", Short: "Set up and run a master"}
+	c.AddCommand(masterInitCmd(g), masterRunCmd(g))
+	return c
+}
+
+// configFile is the config's name inside a master directory.
+const configFile = "master.star"
+
+// addressesFile records where a running master listens, for scripts and
+// tests that start it on port 0.
+const addressesFile = "addresses.json"
+
+func masterInitCmd(g *globals) *cobra.Command {
+	var hosts []string
+	var repo string
+	c := &cobra.Command{
+		Use:   "init DIR",
+		Short: "Create a master directory: sample config, CA and certificate, admin and enrollment tokens",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			return masterInit(cmd.Context(), g.stdout, dir, repo, hosts)
+		},
+	}
+	c.Flags().StringSliceVar(&hosts, "host", nil, "extra DNS names or IP addresses workers use to reach the master (for its certificate)")
+	c.Flags().StringVar(&repo, "repo", "https://example.org/project.git", "repository URL for the sample config")
+	return c
+}
+
+type initResult struct {
+	fingerprint string
+	adminToken  string
+	enrollToken string
+}
+
+// initDir creates what a master needs in dir and returns its secrets. It
+// keeps an existing config and CA, so running it twice is harmless.
+func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResult, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	cfgPath := filepath.Join(dir, configFile)
+	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(cfgPath, []byte(sample), 0o644); err != nil {
+			return nil, fmt.Errorf("write config: %w", err)
+		}
+	}
+	host, _ := os.Hostname()
+	fp, err := pki.Init(dir, append([]string{host}, hosts...))
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, filepath.Join(dir, "state.sqlite"))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	now := time.Now()
+	admin, at, err := tokens.New(drover.TokenAPI, now)
+	if err != nil {
+		return nil, err
+	}
+	at.Role, at.Comment = drover.RoleAdmin, "created by master init"
+	if err := st.AddToken(ctx, &at); err != nil {
+		return nil, err
+	}
+	enroll, et, err := tokens.New(drover.TokenEnroll, now)
+	if err != nil {
+		return nil, err
+	}
+	et.Comment = "created by master init"
+	if err := st.AddToken(ctx, &et); err != nil {
+		return nil, err
+	}
+	return &initResult{fingerprint: fp, adminToken: admin, enrollToken: enroll}, nil
+}
+
+func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string) error {
+	res, err := initDir(ctx, dir, config.SampleConfig(repo), hosts)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	fmt.Fprintf(out, `Master directory ready: %s
+
+  config         %s   (edit it, then: drover checkconfig %s)
+  CA fingerprint %s
+
+Admin API token (shown once; keep it safe):
+  %s
+
+Worker enrollment token (shown once; unlimited uses until revoked):
+  %s
+
+Start the master:
+  drover master run %s
+
+Connect a worker (on any machine that can reach this one):
+  drover worker run --master %s:9989 --name $(hostname) --dir ~/drover-worker \
+    --token %s \
+    --ca-sha256 %s
+
+Use the API:
+  export DROVER_MASTER=http://%s:8010 DROVER_TOKEN=%s
+  drover builds
+`, dir, filepath.Join(dir, configFile), dir, res.fingerprint, res.adminToken, res.enrollToken,
+		dir, host, res.enrollToken, res.fingerprint, host, res.adminToken)
+	return nil
+}
+
+func masterRunCmd(g *globals) *cobra.Command {
+	var httpAddr, workersAddr string
+	var plaintext bool
+	c := &cobra.Command{
+		Use:   "run DIR",
+		Short: "Run a master from its directory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(filepath.Join(dir, configFile))
+			if err != nil {
+				return exitError{code: 1, msg: "drover: config refused, not starting:\n" + err.Error()}
+			}
+			logger := g.logger()
+			m, err := master.New(cmd.Context(), master.Options{
+				Dir: dir, Config: cfg, HTTPAddr: httpAddr, WorkersAddr: workersAddr,
+				Plaintext: plaintext, Logger: logger, Version: version,
+			})
+			if err != nil {
+				return err
+			}
+			addrs, _ := json.Marshal(map[string]string{"http": m.HTTPAddr(), "workers": m.WorkersAddr(), "ca_sha256": m.Fingerprint()})
+			if err := os.WriteFile(filepath.Join(dir, addressesFile), addrs, 0o644); err != nil {
+				logger.Warn("record addresses", "err", err)
+			}
+			fmt.Fprintf(g.stdout, "drover master: web UI and API at http://%s, workers at %s\n", m.HTTPAddr(), m.WorkersAddr())
+			return m.Run(cmd.Context())
+		},
+	}
+	c.Flags().StringVar(&httpAddr, "http", "", "listen address for the web UI and API (default: the config's, :8010)")
+	c.Flags().StringVar(&workersAddr, "workers", "", "listen address for workers (default: the config's, :9989)")
+	c.Flags().BoolVar(&plaintext, "plaintext", false, "serve workers without TLS (loopback only, unless the config allows it)")
+	return c
+}
+
+func checkconfigCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "checkconfig [DIR|FILE]",
+		Short: "Check a config with the loader the master uses; exit 1 with file:line errors",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "."
+			if len(args) == 1 {
+				path = args[0]
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				return exitError{code: 1, msg: err.Error()}
+			}
+			fmt.Fprintf(g.stdout, "config OK: %d builders, %d schedulers, %d sources (%s)\n",
+				len(cfg.Builders), len(cfg.Schedulers), len(cfg.Sources), strings.Join(cfg.Files, ", "))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,448 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/events"
+	pb "github.com/drover-ci/drover/internal/workerproto"
+)
+
+// stdoutCapture bounds the stdout a step keeps for setting properties:
+// properties are short values, not whole logs.
+const stdoutCapture = 64 << 10
+
+// cancelWait bounds how long a cancelled command may take to report that
+// it ended, beyond its kill grace, before the build stops waiting.
+const cancelWait = 30 * time.Second
+
+// buildRun drives one build step by step. It owns the build until it
+// writes the build's final state.
+type buildRun struct {
+	m       *Master
+	build   drover.Build
+	builder drover.Builder // a copy: a reload never changes a running build
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+}
+
+// errLost is why a step ends when its worker did not come back in time.
+var errLost = errors.New("worker lost")
+
+// command is one step's command in flight on a worker.
+type command struct {
+	id     string
+	worker string
+	logID  int64
+	run    *pb.RunCommand
+
+	done     chan *pb.Finished // receives the finish once
+	reattach chan struct{}     // signalled when the worker comes back holding it
+	lost     chan struct{}     // closed when the worker came back without it
+
+	mu       sync.Mutex
+	next     uint64 // next sequence number expected
+	appended uint64 // last sequence number in the log store
+	acked    uint64 // last sequence number acknowledged to the worker
+	stdout   []byte
+	finished bool
+	lostOnce sync.Once
+}
+
+func (c *command) flush(m *Master) {
+	c.mu.Lock()
+	seq, acked := c.appended, c.acked
+	c.mu.Unlock()
+	if seq == acked {
+		return
+	}
+	if err := m.logs.Flush(c.logID); err != nil {
+		m.logger.Error("flush log", "log", c.logID, "err", err)
+		return
+	}
+	if s, ok := m.hub.Session(c.worker); ok {
+		if err := s.Ack(c.id, seq); err == nil {
+			c.mu.Lock()
+			if seq > c.acked {
+				c.acked = seq
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// startBuild runs a claimed build in its own goroutine, owned by m.wg.
+func (m *Master) startBuild(b drover.Build, builder drover.Builder) {
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	r := &buildRun{m: m, build: b, builder: builder, ctx: ctx, cancel: cancel}
+	m.mu.Lock()
+	if m.closed {
+		// Stopping: the claimed request is put back by the next start's
+		// recovery, like any build a stopped master leaves behind.
+		m.mu.Unlock()
+		cancel(nil)
+		return
+	}
+	m.wg.Add(1) // under mu, so it never races stopBuilds' Wait
+	m.builds[b.ID] = r
+	m.running[b.Worker]++
+	if m.checkouts[b.Worker] == nil {
+		m.checkouts[b.Worker] = map[string]bool{}
+	}
+	m.checkouts[b.Worker][b.Builder] = true
+	m.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		defer cancel(nil)
+		r.run()
+		m.mu.Lock()
+		delete(m.builds, b.ID)
+		m.running[b.Worker]--
+		m.mu.Unlock()
+		m.kick()
+	}()
+}
+
+// stopBuilds cancels every running build and waits for them to record it.
+func (m *Master) stopBuilds() {
+	m.mu.Lock()
+	m.closed = true
+	runs := make([]*buildRun, 0, len(m.builds))
+	for _, r := range m.builds {
+		runs = append(runs, r)
+	}
+	m.mu.Unlock()
+	for _, r := range runs {
+		r.cancel(errMasterStopping)
+	}
+	m.wg.Wait()
+}
+
+var errMasterStopping = errors.New("master stopping")
+
+func (r *buildRun) run() {
+	m := r.m
+	b := &r.build
+	log := m.logger.With("build", b.ID, "builder", b.Builder, "number", b.Number, "worker", b.Worker)
+	// The store context outlives a cancel so that final states are written.
+	sctx := context.WithoutCancel(r.ctx)
+
+	props := b.Properties.Clone()
+	if props == nil {
+		props = drover.Properties{}
+	}
+	for k, v := range r.builder.Properties {
+		if _, set := props[k]; !set {
+			props[k] = v
+		}
+	}
+	props["buildername"] = b.Builder
+	props["buildnumber"] = fmt.Sprint(b.Number)
+	props["workername"] = b.Worker
+	props["branch"] = b.Source.Branch
+	props["revision"] = b.Source.Revision
+	props["repository"] = b.Source.Repository
+	if err := m.store.SetBuildProperties(sctx, b.ID, props); err != nil {
+		log.Error("store build properties", "err", err)
+	}
+	var facts drover.Facts
+	if s, ok := m.hub.Session(b.Worker); ok {
+		facts = s.Facts()
+	}
+
+	steps := make([]drover.Step, len(r.builder.Steps))
+	for i, spec := range r.builder.Steps {
+		steps[i] = drover.Step{BuildID: b.ID, Index: i, Name: spec.Name, State: drover.StepPending}
+	}
+	if err := m.store.AddSteps(sctx, steps); err != nil {
+		r.finish(drover.Exception, "could not store steps: "+err.Error(), false)
+		return
+	}
+	m.bus.Publish(events.Event{Type: events.BuildStarted, Builder: b.Builder, BuildID: b.ID, Worker: b.Worker})
+	log.Info("build started")
+
+	result, summary := drover.Success, ""
+	summaryResult := drover.Success
+	halted := false
+	for i := range r.builder.Steps {
+		spec := &r.builder.Steps[i]
+		st := &steps[i]
+		stopped := r.ctx.Err() != nil
+		switch {
+		case stopped || (halted && !spec.AlwaysRun):
+			r.skip(st, "not run: "+map[bool]string{true: "build stopped", false: "an earlier step failed"}[stopped])
+			continue
+		case !conditionsHold(spec.When, props):
+			r.skip(st, "not run: condition false")
+			continue
+		}
+		sr, ssum, newProps := r.runStep(st, spec, props, facts)
+		for k, v := range newProps {
+			props[k] = v
+		}
+		if len(newProps) > 0 {
+			if err := m.store.SetBuildProperties(sctx, b.ID, props); err != nil {
+				log.Error("store build properties", "err", err)
+			}
+		}
+		var halt bool
+		result, halt = applyStep(result, spec, sr)
+		// The summary names the first step with the worst result.
+		if !sr.IsGood() && (summary == "" || (sr != summaryResult && drover.Worst(summaryResult, sr) == sr)) {
+			summary, summaryResult = fmt.Sprintf("%s: %s", spec.Name, sr), sr
+			if ssum != "" && ssum != string(sr) {
+				summary += " (" + ssum + ")"
+			}
+		}
+		halted = halted || halt
+	}
+	requeue := false
+	if result == drover.Retry {
+		req, err := m.store.GetRequest(sctx, b.RequestID)
+		if err == nil && req.Tries < m.config().Master.MaxRetries {
+			requeue = true
+		} else {
+			result = drover.Exception
+			summary += fmt.Sprintf(" (gave up after %d tries)", req.Tries)
+		}
+	}
+	r.finish(result, summary, requeue)
+	log.Info("build finished", "result", result, "summary", summary, "requeued", requeue)
+}
+
+func conditionsHold(cs []drover.Condition, props drover.Properties) bool {
+	for _, c := range cs {
+		if !c.Holds(props) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *buildRun) skip(st *drover.Step, why string) {
+	now := r.m.now()
+	st.State, st.Result, st.Summary, st.Started, st.Finished = drover.StepFinished, drover.Skipped, why, now, now
+	if err := r.m.store.UpdateStep(context.WithoutCancel(r.ctx), st); err != nil {
+		r.m.logger.Error("store step", "build", st.BuildID, "step", st.Index, "err", err)
+	}
+}
+
+func (r *buildRun) finish(result drover.Result, summary string, requeue bool) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	if err := m.store.FinishBuild(sctx, b.ID, result, strings.TrimSpace(summary), m.now(), requeue); err != nil {
+		m.logger.Error("finish build", "build", b.ID, "err", err)
+	}
+	m.met.buildFinished(b.Builder, result, m.now().Sub(b.Started))
+	m.bus.Publish(events.Event{Type: events.BuildFinished, Builder: b.Builder, BuildID: b.ID, Worker: b.Worker, Result: string(result)})
+	m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: b.Builder, Request: b.RequestID})
+	if requeue {
+		m.kick()
+	}
+}
+
+// runStep runs one step's command on the build's worker and returns its
+// result, a summary and the properties it set.
+func (r *buildRun) runStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	st.State, st.Started = drover.StepRunning, m.now()
+	if err := m.store.UpdateStep(sctx, st); err != nil {
+		m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
+	}
+	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
+
+	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
+		st.State, st.Result, st.Summary, st.ExitCode, st.Finished = drover.StepFinished, res, summary, exit, m.now()
+		if err := m.store.UpdateStep(sctx, st); err != nil {
+			m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
+		}
+		m.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(res)})
+		return res, summary, nil
+	}
+
+	l := &drover.Log{BuildID: b.ID, StepIndex: st.Index, Name: "stdio"}
+	if err := m.store.AddLog(sctx, l); err != nil {
+		return end(drover.Exception, "could not create log: "+err.Error(), nil)
+	}
+	id := fmt.Sprintf("b%d-s%d", b.ID, st.Index)
+	run := commandFor(id, b, &r.builder, spec, st.Index, props, facts)
+	header := fmt.Sprintf("$ %s\n  in %s/%s on %s\n\n", strings.Join(redactArgv(run.Argv), " "), run.Builder, run.Workdir, b.Worker)
+	if spec.Kind == drover.StepCheckout {
+		header = fmt.Sprintf("$ git checkout of %s (branch %q, revision %q)\n  in %s/%s on %s\n\n",
+			run.Env["DROVER_GIT_URL"], run.Env["DROVER_GIT_BRANCH"], run.Env["DROVER_GIT_REVISION"], run.Builder, run.Workdir, b.Worker)
+	}
+	if err := m.logs.Append(l.ID, []byte(header)); err != nil {
+		return end(drover.Exception, "could not write log: "+err.Error(), nil)
+	}
+	c := &command{
+		id: id, worker: b.Worker, logID: l.ID, run: run, next: 1,
+		done: make(chan *pb.Finished, 1), reattach: make(chan struct{}, 1), lost: make(chan struct{}),
+	}
+	m.mu.Lock()
+	m.cmds[id] = c
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.cmds, id)
+		m.mu.Unlock()
+		m.finishLog(sctx, l)
+	}()
+
+	f, err := r.await(c)
+	if err != nil {
+		m.appendNote(l.ID, fmt.Sprintf("\n[drover: %v]\n", err))
+		switch {
+		case errors.Is(err, errLost):
+			return end(drover.Retry, err.Error(), nil)
+		case errors.Is(err, errMasterStopping):
+			return end(drover.Retry, "master stopping", nil)
+		case errors.Is(context.Cause(r.ctx), errCancelled):
+			return end(drover.Cancelled, "cancelled: "+err.Error(), nil)
+		}
+		return end(drover.Exception, err.Error(), nil)
+	}
+	res, summary := stepResult(spec, f)
+	if f.GetReason() == pb.FinishReason_FINISH_REASON_CANCELLED && r.ctx.Err() != nil {
+		if errors.Is(context.Cause(r.ctx), errMasterStopping) {
+			res, summary = drover.Retry, "master stopping"
+		}
+	}
+	exit := int(f.GetExitCode())
+	tail := fmt.Sprintf("\n[drover: exit %d after %s", exit, (time.Duration(f.GetDurationMs()) * time.Millisecond).Round(time.Millisecond))
+	if f.GetError() != "" {
+		tail += "; " + f.GetError()
+	}
+	m.appendNote(l.ID, tail+"]\n")
+	c.mu.Lock()
+	out := append([]byte(nil), c.stdout...)
+	c.mu.Unlock()
+	newProps := extractProperties(spec, out)
+	r2, s2, _ := end(res, summary, &exit)
+	return r2, s2, newProps
+}
+
+func (m *Master) appendNote(logID int64, note string) {
+	if err := m.logs.Append(logID, []byte(note)); err != nil {
+		m.logger.Warn("append to log", "log", logID, "err", err)
+	}
+}
+
+// finishLog completes a log and records its size in the store.
+func (m *Master) finishLog(ctx context.Context, l *drover.Log) {
+	if err := m.logs.Finish(l.ID); err != nil && drover.KindOf(err) != drover.NotFound {
+		m.logger.Error("finish log", "log", l.ID, "err", err)
+	}
+	info, err := m.logs.Stat(l.ID)
+	if err == nil {
+		l.Bytes, l.Dropped = info.Bytes, info.Dropped
+	}
+	l.Complete = true
+	if err := m.store.UpdateLog(ctx, l); err != nil {
+		m.logger.Error("store log", "log", l.ID, "err", err)
+	}
+}
+
+var errCancelled = errors.New("cancelled")
+
+// await sends the command and waits for it to finish, riding out a
+// worker's disconnection for the grace period.
+func (r *buildRun) await(c *command) (*pb.Finished, error) {
+	m := r.m
+	grace := m.config().Master.WorkerGrace
+	s, ok := m.hub.Session(c.worker)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not connected", errLost, c.worker)
+	}
+	if err := s.Run(c.run); err != nil {
+		return nil, fmt.Errorf("%w: %v", errLost, err)
+	}
+	var graceC <-chan time.Time
+	var cancelC <-chan time.Time
+	ctxDone := r.ctx.Done()
+	for {
+		var sessDone <-chan struct{}
+		if s != nil {
+			sessDone = s.Done()
+		}
+		select {
+		case f := <-c.done:
+			return f, nil
+		case <-c.lost:
+			return nil, fmt.Errorf("%w: %s came back without the command", errLost, c.worker)
+		case <-sessDone:
+			m.logger.Warn("worker disconnected during a step; waiting for it", "worker", c.worker, "command", c.id, "grace", grace)
+			s = nil
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			graceC = t.C
+		case <-c.reattach:
+			if ns, ok := m.hub.Session(c.worker); ok {
+				s, graceC = ns, nil
+				m.logger.Info("worker re-attached to its command", "worker", c.worker, "command", c.id)
+			}
+		case <-graceC:
+			return nil, fmt.Errorf("%w: %s did not come back within %s", errLost, c.worker, grace)
+		case <-ctxDone:
+			ctxDone = nil
+			reason := context.Cause(r.ctx).Error()
+			if s != nil {
+				_ = s.Cancel(c.id, reason)
+			}
+			t := time.NewTimer(time.Duration(c.run.KillGraceMs)*time.Millisecond + cancelWait)
+			defer t.Stop()
+			cancelC = t.C
+			if s == nil {
+				return nil, context.Cause(r.ctx)
+			}
+		case <-cancelC:
+			return nil, fmt.Errorf("%w: the worker did not confirm the kill", context.Cause(r.ctx))
+		}
+	}
+}
+
+// redactArgv shortens long scripts for the log header.
+func redactArgv(argv []string) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if len(a) > 200 || strings.Contains(a, "\n") {
+			first, _, _ := strings.Cut(a, "\n")
+			if len(first) > 120 {
+				first = first[:120]
+			}
+			a = first + " …"
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// CancelBuild implements api.Backend.
+func (m *Master) CancelBuild(ctx context.Context, id int64, reason string) error {
+	m.mu.Lock()
+	r, ok := m.builds[id]
+	m.mu.Unlock()
+	if !ok {
+		b, err := m.store.GetBuild(ctx, id)
+		if err != nil {
+			return err
+		}
+		if b.State == drover.BuildFinished {
+			return drover.Errorf(drover.Conflict, "build %d has already finished (%s)", id, b.Result)
+		}
+		return drover.Errorf(drover.Conflict, "build %d is not running on this master", id)
+	}
+	if reason == "" {
+		reason = "cancelled by request"
+	}
+	r.cancel(fmt.Errorf("%w: %s", errCancelled, reason))
+	m.logger.Info("build cancelled", "build", id, "reason", reason)
+	return nil
+}

@@ -1,0 +1,455 @@
+// Package master is the master process: it loads the config, opens the
+// store and the log store, serves workers (gRPC) and people (HTTP), turns
+// changes into build requests, dispatches requests to workers, and drives
+// each build step by step.
+//
+//	changes ─▶ schedulers ─▶ store (requests) ─▶ dispatcher ─▶ build runner ─▶ workerhub ─▶ worker
+//	                                                 ▲  wake-ups   │ steps, logs       │ output, finished
+//	                                                 └─────────────┴───────────────────┘
+//
+// The master decides; the store remembers. Every state change that must
+// survive a crash (a request queued, claimed, finished) is one store
+// transaction before the master acts on it, so a master killed at any line
+// comes back to a consistent queue.
+package master
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/api"
+	"github.com/drover-ci/drover/internal/changes"
+	"github.com/drover-ci/drover/internal/config"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/logstore"
+	"github.com/drover-ci/drover/internal/pki"
+	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover/internal/tokens"
+	"github.com/drover-ci/drover/internal/web"
+	"github.com/drover-ci/drover/internal/workerhub"
+	pb "github.com/drover-ci/drover/internal/workerproto"
+)
+
+// Options configure a Master.
+type Options struct {
+	// Dir holds the master's state: state.sqlite, logs/, certificates.
+	Dir    string
+	Config *config.Config
+	// HTTPAddr and WorkersAddr override the config's listen addresses
+	// (tests and quickstart use 127.0.0.1:0).
+	HTTPAddr    string
+	WorkersAddr string
+	// Plaintext serves workers without TLS; refused unless the address is
+	// loopback or the config allows plaintext.
+	Plaintext bool
+	Logger    *slog.Logger
+	Version   string
+	Now       func() time.Time
+}
+
+// Master is a running master. Make it with New, start it with Run.
+type Master struct {
+	dir     string
+	logger  *slog.Logger
+	version string
+	now     func() time.Time
+
+	cfg   atomic.Pointer[config.Config]
+	store store.Store
+	logs  *logstore.Dir
+	bus   *events.Bus
+	hub   *workerhub.Hub
+	auth  *tokens.Cache
+	met   *metrics
+	reg   *prometheus.Registry
+
+	httpLn, grpcLn net.Listener
+	grpcTLS        *tls.Config
+	fingerprint    string
+
+	wake    chan struct{} // dispatcher wake-ups, coalesced
+	changes chan []*drover.Change
+
+	// ctx is Run's context, for work started by callbacks (builds).
+	ctx context.Context
+	wg  sync.WaitGroup // build runners
+
+	mu        sync.Mutex
+	builds    map[int64]*buildRun // running builds by ID
+	cmds      map[string]*command // in-flight commands by ID
+	running   map[string]int      // running builds per worker
+	checkouts map[string]map[string]bool
+	closed    bool
+}
+
+// New opens the master's state and binds its ports; Run serves them.
+func New(ctx context.Context, o Options) (*Master, error) {
+	if o.Config == nil {
+		return nil, errors.New("master: no config")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("master dir: %w", err)
+	}
+	m := &Master{
+		dir: o.Dir, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
+		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
+		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
+		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
+		checkouts: map[string]map[string]bool{},
+	}
+	cfg := o.Config
+	m.cfg.Store(cfg)
+
+	dsn := cfg.Master.Database
+	if dsn == "" {
+		dsn = filepath.Join(o.Dir, "state.sqlite")
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	m.store = st
+	fail := func(err error) (*Master, error) {
+		m.closeResources()
+		return nil, err
+	}
+	logs, err := logstore.Open(filepath.Join(o.Dir, "logs"), logstore.Options{MaxBytes: cfg.Master.LogMaxBytes, Logger: o.Logger.With("component", "logstore")})
+	if err != nil {
+		return fail(fmt.Errorf("open log store: %w", err))
+	}
+	m.logs = logs
+
+	m.reg = prometheus.NewRegistry()
+	m.met = newMetrics(m.reg, m)
+
+	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now})
+
+	httpAddr, grpcAddr := cfg.Master.HTTP, cfg.Master.Workers
+	if o.HTTPAddr != "" {
+		httpAddr = o.HTTPAddr
+	}
+	if o.WorkersAddr != "" {
+		grpcAddr = o.WorkersAddr
+	}
+	if o.Plaintext {
+		if !isLoopback(grpcAddr) && !cfg.Master.AllowPlaintext {
+			return fail(drover.Errorf(drover.Invalid, "plaintext workers on %s: only on a loopback address, unless the config sets allow_plaintext = True", grpcAddr))
+		}
+	} else {
+		host, _ := os.Hostname()
+		tlsCfg, fp, err := pki.ServerTLS(o.Dir, []string{host})
+		if err != nil {
+			return fail(err)
+		}
+		m.grpcTLS, m.fingerprint = tlsCfg, fp
+	}
+	if m.httpLn, err = net.Listen("tcp", httpAddr); err != nil {
+		return fail(fmt.Errorf("listen for HTTP: %w", err))
+	}
+	if m.grpcLn, err = net.Listen("tcp", grpcAddr); err != nil {
+		return fail(fmt.Errorf("listen for workers: %w", err))
+	}
+	return m, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// HTTPAddr is the bound address of the web UI and API.
+func (m *Master) HTTPAddr() string { return m.httpLn.Addr().String() }
+
+// WorkersAddr is the bound address of the worker port.
+func (m *Master) WorkersAddr() string { return m.grpcLn.Addr().String() }
+
+// Fingerprint is the CA fingerprint workers pin ("" in plaintext).
+func (m *Master) Fingerprint() string { return m.fingerprint }
+
+// Store gives tools (init, tokens) the master's store.
+func (m *Master) Store() store.Store { return m.store }
+
+func (m *Master) config() *config.Config { return m.cfg.Load() }
+
+// Run serves until ctx is done, then stops: running builds are told to
+// stop with their commands (a later version keeps them across restarts),
+// and every goroutine is waited for.
+func (m *Master) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	m.ctx = ctx
+	defer cancel(nil)
+
+	if err := m.recover(ctx); err != nil {
+		return err
+	}
+
+	grpcOpts := []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+	if m.grpcTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(m.grpcTLS)))
+	}
+	gs := grpc.NewServer(grpcOpts...)
+	pb.RegisterWorkerServer(gs, m.hub)
+
+	handler, err := m.httpHandler()
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn)}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(m.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve workers: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hs.Serve(m.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { m.dispatchLoop(gctx); return nil })
+	g.Go(func() error { m.schedulerLoop(gctx); return nil })
+	g.Go(func() error { m.flushLoop(gctx); return nil })
+	g.Go(func() error { m.janitorLoop(gctx); return nil })
+	for _, src := range m.config().Sources {
+		if src.Poll <= 0 {
+			continue
+		}
+		p := changes.NewGitPoller(src, filepath.Join(m.dir, "pollers"), m.logger)
+		g.Go(func() error {
+			p.Run(gctx, func(cs []*drover.Change) { m.addChanges(gctx, cs) })
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		m.logger.Info("master stopping")
+		// Stop builds first so their final state reaches the store while
+		// the store is still open.
+		cancel(errMasterStopping)
+		m.stopBuilds()
+		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		_ = hs.Shutdown(shutdownCtx)
+		m.hub.CloseAll(errors.New("master stopping"))
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-shutdownCtx.Done():
+			gs.Stop()
+		}
+		return nil
+	})
+	m.logger.Info("master running", "http", m.HTTPAddr(), "workers", m.WorkersAddr(), "tls", m.grpcTLS != nil)
+	m.kick()
+	err = g.Wait()
+	m.wg.Wait()
+	m.bus.Close()
+	m.closeResources()
+	return err
+}
+
+func (m *Master) closeResources() {
+	if m.logs != nil {
+		_ = m.logs.Close()
+	}
+	if m.store != nil {
+		_ = m.store.Close()
+	}
+	for _, ln := range []net.Listener{m.httpLn, m.grpcLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// recover puts the state a previous master left into order: no worker is
+// connected yet, and builds it was running cannot be followed by this
+// version, so they end as retry and their requests go back to the queue.
+func (m *Master) recover(ctx context.Context) error {
+	if err := m.store.MarkAllDisconnected(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	left, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, b := range left {
+		steps, _ := m.store.ListSteps(ctx, b.ID)
+		for _, s := range steps {
+			if s.State == drover.StepFinished {
+				continue
+			}
+			s.State, s.Result, s.Finished, s.Summary = drover.StepFinished, drover.Retry, m.now(), "master restarted"
+			_ = m.store.UpdateStep(ctx, &s)
+		}
+		logs, _ := m.store.ListLogs(ctx, b.ID)
+		for _, l := range logs {
+			if !l.Complete {
+				m.finishLog(ctx, &l)
+			}
+		}
+		if err := m.store.FinishBuild(ctx, b.ID, drover.Retry, "master restarted during the build", m.now(), true); err != nil {
+			return fmt.Errorf("recover build %d: %w", b.ID, err)
+		}
+		m.logger.Warn("build interrupted by a master restart; its request is queued again", "build", b.ID, "builder", b.Builder)
+	}
+	cfg := m.config()
+	return m.cancelOrphanRequests(ctx, cfg)
+}
+
+// cancelOrphanRequests cancels pending requests of builders the config no
+// longer has, with a reason, so they do not wait forever.
+func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) error {
+	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	if err != nil {
+		return fmt.Errorf("list pending requests: %w", err)
+	}
+	known := map[string]bool{}
+	for _, b := range cfg.Builders {
+		known[b.Name] = true
+	}
+	for _, r := range pending {
+		if known[r.Builder] {
+			continue
+		}
+		err := m.store.CancelRequest(ctx, r.ID, fmt.Sprintf("builder %q is no longer in the config", r.Builder))
+		if err != nil && drover.KindOf(err) != drover.Conflict {
+			return err
+		}
+		m.logger.Warn("cancelled request of a removed builder", "request", r.ID, "builder", r.Builder)
+	}
+	return nil
+}
+
+func (m *Master) httpHandler() (http.Handler, error) {
+	cfg := m.config()
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/", api.NewHandler(m, m.logger.With("component", "api"), api.Options{PublicReads: cfg.Master.PublicReads}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	w, err := web.NewHandler(m, m.logger.With("component", "web"))
+	if err != nil {
+		return nil, fmt.Errorf("web UI: %w", err)
+	}
+	mux.Handle("/", w)
+	return mux, nil
+}
+
+// kick wakes the dispatcher; wake-ups coalesce.
+func (m *Master) kick() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flushInterval is how often partial log chunks are written and acked:
+// short enough that a live log feels live, long enough to batch output.
+const flushInterval = 200 * time.Millisecond
+
+func (m *Master) flushLoop(ctx context.Context) {
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.mu.Lock()
+			cmds := make([]*command, 0, len(m.cmds))
+			for _, c := range m.cmds {
+				cmds = append(cmds, c)
+			}
+			m.mu.Unlock()
+			for _, c := range cmds {
+				c.flush(m)
+			}
+		}
+	}
+}
+
+// janitorInterval is how often expired logs are removed.
+const janitorInterval = time.Hour
+
+func (m *Master) janitorLoop(ctx context.Context) {
+	t := time.NewTicker(janitorInterval)
+	defer t.Stop()
+	for {
+		m.expireLogs(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Master) expireLogs(ctx context.Context) {
+	horizon := m.config().Master.LogHorizon
+	if horizon <= 0 {
+		return
+	}
+	for {
+		old, err := m.store.ExpiredLogs(ctx, m.now().Add(-horizon), 500)
+		if err != nil || len(old) == 0 {
+			if err != nil && ctx.Err() == nil {
+				m.logger.Error("find expired logs", "err", err)
+			}
+			return
+		}
+		ids := make([]int64, len(old))
+		for i, l := range old {
+			ids[i] = l.ID
+		}
+		// Files first: a crash between the two leaves index rows pointing
+		// at nothing, which the next pass deletes, never orphan files.
+		if err := m.logs.Delete(ids...); err != nil {
+			m.logger.Error("delete expired logs", "err", err)
+			return
+		}
+		if err := m.store.DeleteLogs(ctx, ids); err != nil {
+			m.logger.Error("delete expired log index", "err", err)
+			return
+		}
+		m.logger.Info("expired logs", "count", len(ids))
+	}
+}

@@ -1,0 +1,226 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/dispatch"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover/internal/workerhub"
+	pb "github.com/drover-ci/drover/internal/workerproto"
+)
+
+// The master is the workerhub's Handler.
+var _ workerhub.Handler = (*Master)(nil)
+
+// WorkerConnected records the worker and decides which of the commands it
+// still holds to keep: those a running build of this master waits for.
+func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand) []string {
+	ctx := context.WithoutCancel(m.ctx)
+	w := m.sessionWorker(s)
+	w.Connected, w.ConnectedAt, w.LastSeen = true, s.Since, s.Since
+	if err := m.store.UpsertWorker(ctx, w); err != nil {
+		m.logger.Error("store worker", "worker", s.Name, "err", err)
+	}
+	heldSet := map[string]bool{}
+	for _, h := range held {
+		heldSet[h.GetCommandId()] = true
+	}
+	var keep []string
+	m.mu.Lock()
+	for id, c := range m.cmds {
+		if c.worker != s.Name {
+			continue
+		}
+		if heldSet[id] {
+			keep = append(keep, id)
+			select {
+			case c.reattach <- struct{}{}:
+			default:
+			}
+		} else {
+			c.lostOnce.Do(func() { close(c.lost) })
+		}
+	}
+	m.mu.Unlock()
+	m.met.workersConnected.Inc()
+	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: s.Name})
+	m.kick()
+	return keep
+}
+
+// sessionWorker is the store's view of a session's worker.
+func (m *Master) sessionWorker(s *workerhub.Session) *drover.Worker {
+	return &drover.Worker{
+		Name: s.Name, Facts: s.Facts(), Labels: drover.Properties(s.Labels), Version: s.Version,
+		OS: s.OS, Arch: s.Arch, Availability: s.Availability(), Address: s.Addr,
+	}
+}
+
+// WorkerDisconnected marks the worker gone, unless it has already come
+// back on a newer session.
+func (m *Master) WorkerDisconnected(s *workerhub.Session, err error) {
+	m.met.workersConnected.Dec()
+	if cur, ok := m.hub.Session(s.Name); ok && cur != s {
+		return
+	}
+	ctx := context.WithoutCancel(m.ctx)
+	w := m.sessionWorker(s)
+	w.Connected, w.LastSeen = false, s.LastSeen()
+	if err := m.store.UpsertWorker(ctx, w); err != nil {
+		m.logger.Error("store worker", "worker", s.Name, "err", err)
+	}
+	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: s.Name})
+}
+
+// FactsChanged stores new facts and lets dispatch reconsider.
+func (m *Master) FactsChanged(s *workerhub.Session) {
+	w := m.sessionWorker(s)
+	w.Connected, w.ConnectedAt, w.LastSeen = true, s.Since, s.LastSeen()
+	if err := m.store.UpsertWorker(context.WithoutCancel(m.ctx), w); err != nil {
+		m.logger.Error("store worker", "worker", s.Name, "err", err)
+	}
+	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: s.Name})
+	m.kick()
+}
+
+func (m *Master) command(s *workerhub.Session, id string) (*command, error) {
+	m.mu.Lock()
+	c := m.cmds[id]
+	m.mu.Unlock()
+	if c == nil {
+		return nil, nil
+	}
+	if c.worker != s.Name {
+		return nil, fmt.Errorf("command %s belongs to worker %s", id, c.worker)
+	}
+	return c, nil
+}
+
+// CommandOutput appends a chunk to the step's log, dropping chunks seen
+// before (a replay after reconnect) and refusing a gap.
+func (m *Master) CommandOutput(s *workerhub.Session, o *pb.Output) error {
+	c, err := m.command(s, o.GetCommandId())
+	if err != nil || c == nil {
+		if c == nil && err == nil {
+			m.logger.Debug("output for an unknown command dropped", "worker", s.Name, "command", o.GetCommandId())
+		}
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case o.GetSeq() < c.next:
+		return nil // already stored: a replay
+	case o.GetSeq() > c.next:
+		return fmt.Errorf("sequence gap: got %d, want %d", o.GetSeq(), c.next)
+	case c.finished:
+		return fmt.Errorf("output after finish")
+	}
+	if err := m.logs.Append(c.logID, o.GetData()); err != nil {
+		// Keep the stream: the worker will replay unacknowledged output.
+		m.logger.Error("append log", "log", c.logID, "err", err)
+		return nil
+	}
+	c.next++
+	c.appended = o.GetSeq()
+	m.met.logBytes.Add(float64(len(o.GetData())))
+	if o.GetStream() == pb.Stream_STREAM_STDOUT && len(c.stdout) < stdoutCapture {
+		d := o.GetData()
+		if room := stdoutCapture - len(c.stdout); len(d) > room {
+			d = d[:room]
+		}
+		c.stdout = append(c.stdout, d...)
+	}
+	return nil
+}
+
+// CommandFinished hands a command's end to the step waiting for it.
+func (m *Master) CommandFinished(s *workerhub.Session, f *pb.Finished) error {
+	c, err := m.command(s, f.GetCommandId())
+	if err != nil || c == nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return nil // a replay
+	}
+	if f.GetLastSeq() != c.next-1 {
+		return fmt.Errorf("finished at sequence %d, but output is stored up to %d", f.GetLastSeq(), c.next-1)
+	}
+	c.finished = true
+	c.done <- f
+	return nil
+}
+
+// dispatchLoop matches pending requests to workers whenever something
+// changes: a request added, a worker connected or freed.
+func (m *Master) dispatchLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		}
+		if err := m.dispatchOnce(ctx); err != nil && ctx.Err() == nil {
+			m.logger.Error("dispatch", "err", err)
+		}
+	}
+}
+
+func (m *Master) dispatchOnce(ctx context.Context) error {
+	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	if err != nil {
+		return err
+	}
+	m.met.pending.Set(float64(len(pending)))
+	if len(pending) == 0 {
+		return nil
+	}
+	cfg := m.config()
+	snap := dispatch.Snapshot{Builders: map[string]*drover.Builder{}, RunningByBuilder: map[string]int{}}
+	for i := range cfg.Builders {
+		snap.Builders[cfg.Builders[i].Name] = &cfg.Builders[i]
+	}
+	byID := map[int64]drover.BuildRequest{}
+	for _, r := range pending {
+		byID[r.ID] = r
+		snap.Requests = append(snap.Requests, dispatch.Request{ID: r.ID, Builder: r.Builder, Priority: r.Priority, Submitted: r.Submitted})
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	for _, r := range m.builds {
+		snap.RunningByBuilder[r.build.Builder]++
+	}
+	for _, s := range m.hub.Sessions() {
+		snap.Workers = append(snap.Workers, dispatch.Worker{
+			Name: s.Name, Facts: s.Facts(), Availability: s.Availability(), Slots: s.MaxBuilds,
+			Running: m.running[s.Name], Checkouts: m.checkouts[s.Name],
+		})
+	}
+	m.mu.Unlock()
+	sort.Slice(snap.Workers, func(i, j int) bool { return snap.Workers[i].Name < snap.Workers[j].Name })
+
+	for _, a := range dispatch.Decide(snap, m.now()) {
+		req := byID[a.Request]
+		builder := snap.Builders[req.Builder]
+		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: m.now()}
+		if err := m.store.ClaimRequest(ctx, req.ID, &b); err != nil {
+			if drover.KindOf(err) == drover.Conflict {
+				continue // cancelled or claimed meanwhile
+			}
+			return fmt.Errorf("claim request %d: %w", req.ID, err)
+		}
+		m.met.dispatchLatency.Observe(m.now().Sub(req.Submitted).Seconds())
+		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
+		m.startBuild(b, *builder)
+	}
+	return nil
+}
