@@ -37,6 +37,7 @@ const addressesFile = "addresses.json"
 func masterInitCmd(g *globals) *cobra.Command {
 	var hosts []string
 	var repo string
+	var asJSON bool
 	c := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create a master directory: sample config, CA and certificate, admin and enrollment tokens",
@@ -46,9 +47,10 @@ func masterInitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return masterInit(cmd.Context(), g.stdout, dir, repo, hosts)
+			return masterInit(cmd.Context(), g.stdout, dir, repo, hosts, asJSON)
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the fingerprint and tokens as JSON, for scripts")
 	c.Flags().StringSliceVar(&hosts, "host", nil, "extra DNS names or IP addresses workers use to reach the master (for its certificate)")
 	c.Flags().StringVar(&repo, "repo", "https://example.org/project.git", "repository URL for the sample config")
 	return c
@@ -102,10 +104,15 @@ func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResu
 	return &initResult{fingerprint: fp, adminToken: admin, enrollToken: enroll}, nil
 }
 
-func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string) error {
+func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string, asJSON bool) error {
 	res, err := initDir(ctx, dir, config.SampleConfig(repo), hosts)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		return json.NewEncoder(out).Encode(map[string]string{
+			"dir": dir, "ca_sha256": res.fingerprint, "admin_token": res.adminToken, "enroll_token": res.enrollToken,
+		})
 	}
 	host, _ := os.Hostname()
 	fmt.Fprintf(out, `Master directory ready: %s

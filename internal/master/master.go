@@ -69,6 +69,7 @@ type Options struct {
 // Master is a running master. Make it with New, start it with Run.
 type Master struct {
 	dir     string
+	base    *slog.Logger // without a component, for the parts the master wires
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
@@ -116,7 +117,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		return nil, fmt.Errorf("master dir: %w", err)
 	}
 	m := &Master{
-		dir: o.Dir, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
+		dir: o.Dir, base: o.Logger, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
 		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
 		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
 		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
@@ -253,7 +254,7 @@ func (m *Master) Run(ctx context.Context) error {
 		if src.Poll <= 0 {
 			continue
 		}
-		p := changes.NewGitPoller(src, filepath.Join(m.dir, "pollers"), m.logger)
+		p := changes.NewGitPoller(src, filepath.Join(m.dir, "pollers"), m.base)
 		g.Go(func() error {
 			p.Run(gctx, func(cs []*drover.Change) { m.addChanges(gctx, cs) })
 			return nil
@@ -364,9 +365,9 @@ func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) e
 func (m *Master) httpHandler() (http.Handler, error) {
 	cfg := m.config()
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", api.NewHandler(m, m.logger.With("component", "api"), api.Options{PublicReads: cfg.Master.PublicReads}))
+	mux.Handle("/api/v1/", api.NewHandler(m, m.base, api.Options{PublicReads: cfg.Master.PublicReads}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	w, err := web.NewHandler(m, m.logger.With("component", "web"))
+	w, err := web.NewHandler(m, m.base)
 	if err != nil {
 		return nil, fmt.Errorf("web UI: %w", err)
 	}
