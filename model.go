@@ -68,6 +68,8 @@ type BuildRequest struct {
 	// Tries counts builds started for this request; a retry puts the request
 	// back to pending and the next claim makes another.
 	Tries int `json:"tries"`
+	// CancelReason says why a cancelled request was cancelled.
+	CancelReason string `json:"cancel_reason,omitempty"`
 }
 
 // Build is one run of a builder on one worker for one request.

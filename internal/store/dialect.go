@@ -1,0 +1,65 @@
+package store
+
+import (
+	"database/sql"
+	"io/fs"
+	"strconv"
+	"strings"
+)
+
+// dialect is everything that differs between SQL engines. The queries in
+// this package are written once, with "?" placeholders and SQL that SQLite
+// and PostgreSQL both accept (RETURNING, ON CONFLICT, CASE); an engine is a
+// value of this type plus a migrations directory.
+type dialect struct {
+	// name is the engine's name in errors and in the migrations directory.
+	name string
+	// migrations holds the engine's numbered NNNN_name.sql files.
+	migrations fs.FS
+	// numbered says the engine wants $1, $2… placeholders instead of ?.
+	numbered bool
+	// skipLocked is appended to a SELECT that locks the request it is
+	// about to claim, so that masters sharing one queue pass over rows
+	// another one holds instead of waiting for them. SQLite needs nothing:
+	// a writing transaction already holds the whole database.
+	skipLocked string
+	// isUnique and isForeignKey classify constraint violations, which the
+	// store reports as Conflict and NotFound.
+	isUnique     func(error) bool
+	isForeignKey func(error) bool
+	// open connects to the database. Writes go to rw and reads to ro; an
+	// engine with one writer (SQLite) gives rw a single connection so that
+	// writers queue in Go rather than spin on the file lock, and an
+	// engine without that limit returns the same pool twice.
+	open func(dsn string) (rw, ro *sql.DB, err error)
+}
+
+// rebind rewrites the "?" placeholders of query for d. Question marks in
+// string literals and quoted identifiers are left alone.
+func (d *dialect) rebind(query string) string {
+	if !d.numbered || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	var quote byte
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

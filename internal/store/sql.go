@@ -1,0 +1,209 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/drover-ci/drover"
+)
+
+// DB is the database/sql implementation of Store. Open makes one.
+type DB struct {
+	d *dialect
+	// rw takes every write, and every read that must see a transaction's
+	// own writes; ro takes plain reads. They may be the same pool.
+	rw, ro *sql.DB
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*DB)(nil)
+
+// Open opens (creating if needed) the database named by dsn and brings its
+// schema up to date.
+//
+// A dsn that is a file path, or "sqlite:" followed by one, is a SQLite
+// database; "sqlite::memory:" (or ":memory:") is a private in-memory one,
+// for tests. "postgres://" and "postgresql://" URLs name a PostgreSQL
+// database, which this build cannot open yet.
+//
+// Open refuses, with a Conflict error, a database whose schema is newer
+// than this binary knows.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	d, target, err := selectEngine(dsn)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := loadMigrations(d.migrations)
+	if err != nil {
+		return nil, fmt.Errorf("open %s store: %w", d.name, err)
+	}
+	rw, ro, err := d.open(target)
+	if err != nil {
+		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
+	}
+	db := &DB{d: d, rw: rw, ro: ro}
+	if err := rw.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
+	}
+	if err := migrate(ctx, d, rw, ms); err != nil {
+		db.Close()
+		if drover.KindOf(err) != drover.Internal {
+			return nil, err
+		}
+		return nil, fmt.Errorf("open %s store: %w", d.name, err)
+	}
+	if err := ro.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
+	}
+	return db, nil
+}
+
+// selectEngine picks the dialect for dsn and returns what its open wants.
+func selectEngine(dsn string) (*dialect, string, error) {
+	switch {
+	case dsn == "":
+		return nil, "", drover.Errorf(drover.Invalid, "open store: empty database name")
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return nil, "", drover.Errorf(drover.Unavailable,
+			"open store: the PostgreSQL engine is not in this build of drover yet; use a SQLite path")
+	}
+	path := dsn
+	if rest, ok := strings.CutPrefix(dsn, "sqlite://"); ok {
+		path = rest
+	} else if rest, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		path = rest
+	}
+	if path == "" {
+		return nil, "", drover.Errorf(drover.Invalid, "open store: %q names no SQLite file", dsn)
+	}
+	return newSQLite(), path, nil
+}
+
+// Close closes the database. It is safe to call more than once; calls to
+// other methods after Close fail with Unavailable.
+func (s *DB) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		var errs []error
+		if s.ro != s.rw {
+			errs = append(errs, s.ro.Close())
+		}
+		errs = append(errs, s.rw.Close())
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("close %s store: %w", s.d.name, err)
+		}
+	})
+	return s.closeErr
+}
+
+// errClosed is returned by every method after Close.
+func (s *DB) errClosed() error {
+	return drover.Errorf(drover.Unavailable, "store is closed")
+}
+
+// q rewrites query for the engine.
+func (s *DB) q(query string) string { return s.d.rebind(query) }
+
+// queryer is what both *sql.DB and *sql.Tx offer.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// reader returns the pool for plain reads.
+func (s *DB) reader() (queryer, error) {
+	if s.closed.Load() {
+		return nil, s.errClosed()
+	}
+	return s.ro, nil
+}
+
+// writer returns the pool for single-statement writes.
+func (s *DB) writer() (queryer, error) {
+	if s.closed.Load() {
+		return nil, s.errClosed()
+	}
+	return s.rw, nil
+}
+
+// inTx runs fn in a write transaction and commits it when fn returns nil.
+// On SQLite the transaction begins IMMEDIATE (see openSQLite), so fn's
+// reads already hold the write lock and what it decides from them stays
+// true until commit.
+func (s *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.closed.Load() {
+		return s.errClosed()
+	}
+	tx, err := s.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// collect runs a query and scans each row with scan.
+func collect[T any](ctx context.Context, q queryer, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// mustAffect turns an UPDATE or DELETE that matched no row into a NotFound
+// error made by notFound.
+func mustAffect(res sql.Result, notFound func() error) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return notFound()
+	}
+	return nil
+}
+
+// placeholders returns "?, ?, …" with n marks, for IN lists.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// defaultLimit is the page size of lists whose filter leaves Limit zero.
+const defaultLimit = 100
+
+func limitOr(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}

@@ -1,0 +1,253 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/drover-ci/drover"
+)
+
+// This file holds steps and the log index.
+
+const stepColumns = `build_id, idx, name, state, result, summary, exit_code, started, finished`
+
+func scanStep(r scanner) (drover.Step, error) {
+	var st drover.Step
+	var exit sql.NullInt64
+	var started, finished dbTime
+	err := r.Scan(&st.BuildID, &st.Index, &st.Name, &st.State, &st.Result, &st.Summary, &exit, &started, &finished)
+	if exit.Valid {
+		code := int(exit.Int64)
+		st.ExitCode = &code
+	}
+	st.Started, st.Finished = time.Time(started), time.Time(finished)
+	return st, err
+}
+
+func exitArg(code *int) any {
+	if code == nil {
+		return nil
+	}
+	return *code
+}
+
+// AddSteps stores the steps of a build as it starts, all or none. It fails
+// with NotFound when a step's build does not exist and Conflict when a
+// step with the same (BuildID, Index) is already stored.
+func (s *DB) AddSteps(ctx context.Context, steps []drover.Step) error {
+	if len(steps) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		checked := map[int64]bool{}
+		for _, st := range steps {
+			if !checked[st.BuildID] {
+				// Checked up front for a clear NotFound; the foreign
+				// key would refuse the row anyway.
+				var n int
+				if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM builds WHERE id = ?`), st.BuildID).Scan(&n); err != nil {
+					return fmt.Errorf("check build %d: %w", st.BuildID, err)
+				}
+				if n == 0 {
+					return drover.Errorf(drover.NotFound, "build %d not found", st.BuildID)
+				}
+				checked[st.BuildID] = true
+			}
+			if st.Index < 0 {
+				return drover.Errorf(drover.Invalid, "step %q of build %d has negative index %d", st.Name, st.BuildID, st.Index)
+			}
+			state := st.State
+			if state == "" {
+				state = drover.StepPending
+			}
+			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO steps (`+stepColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+				st.BuildID, st.Index, st.Name, state, st.Result, st.Summary, exitArg(st.ExitCode),
+				dbTime(st.Started), dbTime(st.Finished))
+			if s.d.isUnique(err) {
+				return drover.Errorf(drover.Conflict, "build %d already has a step %d", st.BuildID, st.Index)
+			}
+			if err != nil {
+				return fmt.Errorf("insert step %d of build %d: %w", st.Index, st.BuildID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add steps: %w", err)
+	}
+	return nil
+}
+
+// UpdateStep stores s, found by (BuildID, Index); NotFound if there is
+// no such step.
+func (s *DB) UpdateStep(ctx context.Context, st *drover.Step) error {
+	if st == nil {
+		return drover.Errorf(drover.Invalid, "update step: no step")
+	}
+	w, err := s.writer()
+	if err != nil {
+		return err
+	}
+	res, err := w.ExecContext(ctx, s.q(`UPDATE steps SET name = ?, state = ?, result = ?, summary = ?,
+		exit_code = ?, started = ?, finished = ? WHERE build_id = ? AND idx = ?`),
+		st.Name, st.State, st.Result, st.Summary, exitArg(st.ExitCode), dbTime(st.Started), dbTime(st.Finished),
+		st.BuildID, st.Index)
+	if err == nil {
+		err = mustAffect(res, func() error {
+			return drover.Errorf(drover.NotFound, "step %d of build %d not found", st.Index, st.BuildID)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("update step %d of build %d: %w", st.Index, st.BuildID, err)
+	}
+	return nil
+}
+
+// ListSteps returns a build's steps in order of Index; none for an
+// unknown build.
+func (s *DB) ListSteps(ctx context.Context, buildID int64) ([]drover.Step, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	steps, err := collect(ctx, r, s.q(`SELECT `+stepColumns+` FROM steps WHERE build_id = ? ORDER BY idx`),
+		[]any{buildID}, scanStep)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of build %d: %w", buildID, err)
+	}
+	return steps, nil
+}
+
+const logColumns = `id, build_id, step, name, bytes, dropped, complete`
+
+func scanLog(r scanner) (drover.Log, error) {
+	var l drover.Log
+	err := r.Scan(&l.ID, &l.BuildID, &l.StepIndex, &l.Name, &l.Bytes, &l.Dropped, &l.Complete)
+	return l, err
+}
+
+// AddLog stores a log index entry and sets l.ID. It fails with NotFound
+// when the log's build does not exist.
+func (s *DB) AddLog(ctx context.Context, l *drover.Log) error {
+	if l == nil || l.Name == "" {
+		return drover.Errorf(drover.Invalid, "add log: a log needs a name")
+	}
+	w, err := s.writer()
+	if err != nil {
+		return err
+	}
+	var id int64
+	err = w.QueryRowContext(ctx, s.q(`INSERT INTO logs (build_id, step, name, bytes, dropped, complete)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`),
+		l.BuildID, l.StepIndex, l.Name, l.Bytes, l.Dropped, l.Complete).Scan(&id)
+	if s.d.isForeignKey(err) {
+		return drover.Errorf(drover.NotFound, "add log %q: build %d not found", l.Name, l.BuildID)
+	}
+	if err != nil {
+		return fmt.Errorf("add log %q of build %d step %d: %w", l.Name, l.BuildID, l.StepIndex, err)
+	}
+	l.ID = id
+	return nil
+}
+
+// UpdateLog stores l's Bytes, Dropped and Complete; NotFound if there is
+// no log l.ID.
+func (s *DB) UpdateLog(ctx context.Context, l *drover.Log) error {
+	if l == nil {
+		return drover.Errorf(drover.Invalid, "update log: no log")
+	}
+	w, err := s.writer()
+	if err != nil {
+		return err
+	}
+	res, err := w.ExecContext(ctx, s.q(`UPDATE logs SET bytes = ?, dropped = ?, complete = ? WHERE id = ?`),
+		l.Bytes, l.Dropped, l.Complete, l.ID)
+	if err == nil {
+		err = mustAffect(res, func() error { return drover.Errorf(drover.NotFound, "log %d not found", l.ID) })
+	}
+	if err != nil {
+		return fmt.Errorf("update log %d: %w", l.ID, err)
+	}
+	return nil
+}
+
+// GetLog returns the index entry of log id, or a NotFound error.
+func (s *DB) GetLog(ctx context.Context, id int64) (*drover.Log, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	l, err := scanLog(r.QueryRowContext(ctx, s.q(`SELECT `+logColumns+` FROM logs WHERE id = ?`), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, drover.Errorf(drover.NotFound, "log %d not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get log %d: %w", id, err)
+	}
+	return &l, nil
+}
+
+// ListLogs returns a build's logs in order of step, then ID.
+func (s *DB) ListLogs(ctx context.Context, buildID int64) ([]drover.Log, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	logs, err := collect(ctx, r, s.q(`SELECT `+logColumns+` FROM logs WHERE build_id = ? ORDER BY step, id`),
+		[]any{buildID}, scanLog)
+	if err != nil {
+		return nil, fmt.Errorf("list logs of build %d: %w", buildID, err)
+	}
+	return logs, nil
+}
+
+// ExpiredLogs returns up to limit (default 100) logs of builds that
+// finished before t, oldest log first.
+func (s *DB) ExpiredLogs(ctx context.Context, before time.Time, limit int) ([]drover.Log, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	logs, err := collect(ctx, r, s.q(`SELECT l.id, l.build_id, l.step, l.name, l.bytes, l.dropped, l.complete
+		FROM logs l JOIN builds b ON b.id = l.build_id
+		WHERE b.finished IS NOT NULL AND b.finished < ?
+		ORDER BY l.id LIMIT ?`),
+		[]any{dbTime(before), limitOr(limit, defaultLimit)}, scanLog)
+	if err != nil {
+		return nil, fmt.Errorf("list logs expired before %s: %w", before.UTC().Format(time.RFC3339), err)
+	}
+	return logs, nil
+}
+
+// deleteBatch bounds the IN list of one DELETE, well under every engine's
+// limit on bound parameters (SQLite's is 32766, PostgreSQL's 65535).
+const deleteBatch = 500
+
+// DeleteLogs removes the index entries of logs whose bytes are gone. IDs
+// that are not stored are ignored, so a janitor interrupted midway can run
+// again.
+func (s *DB) DeleteLogs(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for start := 0; start < len(ids); start += deleteBatch {
+			batch := ids[start:min(start+deleteBatch, len(ids))]
+			args := make([]any, len(batch))
+			for i, id := range batch {
+				args[i] = id
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM logs WHERE id IN (`+placeholders(len(batch))+`)`), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete %d logs: %w", len(ids), err)
+	}
+	return nil
+}

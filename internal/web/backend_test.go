@@ -1,0 +1,299 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/api"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/store"
+)
+
+// testBackend is a real api.Backend over a real SQLite store, with logs
+// kept in memory: a log can grow while a page follows it, as a running
+// step's log does in a master.
+type testBackend struct {
+	st       *store.DB
+	builders []drover.Builder
+	bus      *events.Bus
+	elig     []drover.Eligibility
+	eligErr  error
+
+	mu   sync.Mutex
+	logs map[int64]*memLog
+}
+
+type memLog struct {
+	data     []byte
+	complete bool
+	// grew is closed and replaced whenever data grows or the log completes,
+	// waking followers.
+	grew chan struct{}
+}
+
+var _ api.Backend = (*testBackend)(nil)
+
+func newTestBackend(t *testing.T) *testBackend {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "state.sqlite"))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	b := &testBackend{st: st, bus: &events.Bus{}, logs: make(map[int64]*memLog)}
+	t.Cleanup(func() {
+		b.bus.Close()
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return b
+}
+
+func (b *testBackend) Store() store.Store         { return b.st }
+func (b *testBackend) Builders() []drover.Builder { return b.builders }
+func (b *testBackend) Title() string              { return "Drover <Test> & Co" }
+func (b *testBackend) URL() string                { return "https://ci.example.org/" }
+
+func (b *testBackend) Builder(name string) (*drover.Builder, bool) {
+	for i := range b.builders {
+		if b.builders[i].Name == name {
+			bb := b.builders[i]
+			return &bb, true
+		}
+	}
+	return nil, false
+}
+
+func (b *testBackend) Force(ctx context.Context, req *drover.BuildRequest) error {
+	return drover.Errorf(drover.Unauthorized, "the web UI does not write")
+}
+
+func (b *testBackend) AddChange(ctx context.Context, c *drover.Change) error {
+	return b.st.AddChange(ctx, c)
+}
+
+func (b *testBackend) CancelBuild(ctx context.Context, id int64, reason string) error {
+	return drover.Errorf(drover.Unauthorized, "the web UI does not write")
+}
+
+func (b *testBackend) CancelRequest(ctx context.Context, id int64, reason string) error {
+	return drover.Errorf(drover.Unauthorized, "the web UI does not write")
+}
+
+func (b *testBackend) Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error) {
+	return b.elig, b.eligErr
+}
+
+func (b *testBackend) Authenticate(ctx context.Context, token string) (drover.Role, error) {
+	return "", drover.Errorf(drover.Unauthorized, "no tokens here")
+}
+
+func (b *testBackend) Events() *events.Subscription { return b.bus.Subscribe() }
+
+func (b *testBackend) log(id int64) (*memLog, error) {
+	l, ok := b.logs[id]
+	if !ok {
+		return nil, drover.Errorf(drover.NotFound, "no log %d", id)
+	}
+	return l, nil
+}
+
+func (b *testBackend) ReadLog(ctx context.Context, id, offset int64, w io.Writer) error {
+	b.mu.Lock()
+	l, err := b.log(id)
+	var data []byte
+	if err == nil && offset < int64(len(l.data)) {
+		data = l.data[offset:len(l.data):len(l.data)]
+	}
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}
+
+func (b *testBackend) FollowLog(ctx context.Context, id, offset int64, fn func([]byte) error) error {
+	for {
+		b.mu.Lock()
+		l, err := b.log(id)
+		if err != nil {
+			b.mu.Unlock()
+			return err
+		}
+		var chunk []byte
+		if offset < int64(len(l.data)) {
+			chunk = l.data[offset:len(l.data):len(l.data)]
+		}
+		complete, grew := l.complete, l.grew
+		b.mu.Unlock()
+		if len(chunk) > 0 {
+			if err := fn(chunk); err != nil {
+				return err
+			}
+			offset += int64(len(chunk))
+			continue
+		}
+		if complete {
+			return nil
+		}
+		select {
+		case <-grew:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// addLog stores a log index entry for a step and holds its bytes.
+func (b *testBackend) addLog(t *testing.T, buildID int64, step int, text string, complete bool) drover.Log {
+	t.Helper()
+	l := drover.Log{BuildID: buildID, StepIndex: step, Name: "stdio", Bytes: int64(len(text)), Complete: complete}
+	if err := b.st.AddLog(context.Background(), &l); err != nil {
+		t.Fatalf("add log: %v", err)
+	}
+	b.mu.Lock()
+	b.logs[l.ID] = &memLog{data: []byte(text), complete: complete, grew: make(chan struct{})}
+	b.mu.Unlock()
+	return l
+}
+
+// appendLog adds text to a live log, as a worker's output would.
+func (b *testBackend) appendLog(id int64, text string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.logs[id]
+	l.data = append(l.data, text...)
+	close(l.grew)
+	l.grew = make(chan struct{})
+}
+
+// completeLog marks a log complete and updates its index entry.
+func (b *testBackend) completeLog(t *testing.T, id int64) {
+	t.Helper()
+	b.mu.Lock()
+	l := b.logs[id]
+	l.complete = true
+	close(l.grew)
+	l.grew = make(chan struct{})
+	n := int64(len(l.data))
+	b.mu.Unlock()
+	ctx := context.Background()
+	entry, err := b.st.GetLog(ctx, id)
+	if err != nil {
+		t.Fatalf("get log %d: %v", id, err)
+	}
+	entry.Bytes, entry.Complete = n, true
+	if err := b.st.UpdateLog(ctx, entry); err != nil {
+		t.Fatalf("update log %d: %v", id, err)
+	}
+}
+
+// startBuild queues a request for builder and claims it for worker,
+// returning the running build.
+func (b *testBackend) startBuild(t *testing.T, builder, worker string, started time.Time) *drover.Build {
+	t.Helper()
+	ctx := context.Background()
+	req := &drover.BuildRequest{
+		Builder: builder,
+		Source:  drover.SourceStamp{Repository: "https://example.org/proj.git", Branch: "main", Revision: "0123456789abcdef0123456789abcdef01234567"},
+		Reason:  "change by alice",
+	}
+	if err := b.st.AddRequests(ctx, []*drover.BuildRequest{req}); err != nil {
+		t.Fatalf("add request: %v", err)
+	}
+	build := &drover.Build{Builder: builder, Worker: worker, WhyWorker: "eager, least loaded", Reason: req.Reason, Started: started}
+	if err := b.st.ClaimRequest(ctx, req.ID, build); err != nil {
+		t.Fatalf("claim request: %v", err)
+	}
+	return build
+}
+
+// sseAPI serves the part of the REST API the pages' script uses, as the
+// API package documents it: log streams, raw logs and the event stream.
+// The web package does not serve these; the master mounts the API beside
+// it, and this stands in for it in tests.
+func sseAPI(b *testBackend) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/logs/{id}/raw", func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := b.ReadLog(r.Context(), id, 0, w); err != nil {
+			http.Error(w, drover.Message(err), http.StatusNotFound)
+		}
+	})
+	mux.HandleFunc("GET /api/v1/logs/{id}/stream", func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		offset, _ := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+		if last := r.Header.Get("Last-Event-ID"); last != "" {
+			offset, _ = strconv.ParseInt(last, 10, 64)
+		}
+		fl := startSSE(w)
+		err := b.FollowLog(r.Context(), id, offset, func(p []byte) error {
+			offset += int64(len(p))
+			data, _ := json.Marshal(string(p))
+			if _, err := fmt.Fprintf(w, "event: data\nid: %d\ndata: %s\n\n", offset, data); err != nil {
+				return err
+			}
+			fl.Flush()
+			return nil
+		})
+		if err == nil {
+			fmt.Fprint(w, "event: end\ndata: {}\n\n")
+			fl.Flush()
+		}
+	})
+	mux.HandleFunc("GET /api/v1/events", func(w http.ResponseWriter, r *http.Request) {
+		sub := b.Events()
+		defer sub.Close()
+		fl := startSSE(w)
+		for {
+			select {
+			case ev, ok := <-sub.C:
+				if !ok {
+					return
+				}
+				data, _ := json.Marshal(ev)
+				fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, data)
+				fl.Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	return mux
+}
+
+func startSSE(w http.ResponseWriter) http.Flusher {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	fl := w.(http.Flusher)
+	fl.Flush()
+	return fl
+}
+
+// testLogger writes the handler's log to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}

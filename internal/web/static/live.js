@@ -1,0 +1,148 @@
+// Drover live updates. Pages are complete without this script; it follows
+// running logs over server-sent events and, when the master's event stream
+// says something changed, re-fetches the affected fragment of the page.
+(() => {
+  "use strict";
+  const streams = new Map(); // <pre> element → its EventSource
+  const userOpen = new Map(); // details id → open state the user chose
+  const refreshes = new Map(); // fragment element id → {timer, last}
+  const minGap = 1000; // refresh a fragment at most once a second
+
+  // follow appends a running log's new bytes to its <pre>, starting at the
+  // offset where the server-rendered text ended.
+  function follow(pre, attempt = 0) {
+    if (!pre.dataset.stream || streams.has(pre)) return;
+    const es = new EventSource(pre.dataset.stream + "?offset=" + encodeURIComponent(pre.dataset.offset || "0"));
+    streams.set(pre, es);
+    es.addEventListener("open", () => { attempt = 0; });
+    es.addEventListener("data", (e) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(JSON.parse(e.data));
+      if (e.lastEventId) pre.dataset.offset = e.lastEventId;
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    });
+    es.addEventListener("end", () => { stop(pre); delete pre.dataset.stream; });
+    es.onerror = () => {
+      // Reconnect from the offset reached so far; the browser's own retry
+      // would replay the URL's original offset.
+      stop(pre);
+      const wait = Math.min(30000, 1000 * 2 ** attempt);
+      setTimeout(() => { if (pre.isConnected) follow(pre, attempt + 1); }, wait);
+    };
+  }
+
+  function stop(pre) {
+    streams.get(pre)?.close();
+    streams.delete(pre);
+  }
+
+  // followAll drops streams of logs no longer on the page and starts those
+  // of logs that appeared.
+  function followAll() {
+    for (const pre of [...streams.keys()]) if (!pre.isConnected) stop(pre);
+    document.querySelectorAll("pre[data-stream]").forEach((pre) => follow(pre));
+  }
+
+  function matches(el, ev) {
+    if (ev.type === "lagged") return true;
+    if (!(el.dataset.events || "").split(" ").includes(ev.type)) return false;
+    const d = el.dataset;
+    if (d.build && String(ev.build_id) !== d.build) return false;
+    if (d.builder && ev.builder && ev.builder !== d.builder) return false;
+    if (d.worker && ev.worker && ev.worker !== d.worker) return false;
+    return true;
+  }
+
+  function schedule(el) {
+    if (!el.id) return;
+    const st = refreshes.get(el.id) || { timer: 0, last: 0 };
+    refreshes.set(el.id, st);
+    if (st.timer) return;
+    st.timer = setTimeout(() => refresh(el.id, st), Math.max(50, st.last + minGap - Date.now()));
+  }
+
+  async function refresh(id, st) {
+    st.last = Date.now();
+    const el = document.getElementById(id);
+    try {
+      if (el) {
+        const name = el.dataset.fragment;
+        const url = new URL(location.href);
+        url.hash = "";
+        url.searchParams.set("fragment", name);
+        const resp = await fetch(url, { headers: { "X-Fragment": name }, cache: "no-store" });
+        if (resp.ok) swap(el, await resp.text());
+      }
+    } catch (err) { // the next event, or the reconnect, refreshes again
+    } finally {
+      st.timer = 0;
+    }
+  }
+
+  function swap(el, html) {
+    el.innerHTML = html;
+    el.querySelectorAll("details[id]").forEach((d) => {
+      if (userOpen.has(d.id)) d.open = userOpen.get(d.id);
+    });
+    el.querySelectorAll("pre[data-stream]").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
+    updateTimes(el);
+    followAll();
+  }
+
+  // Remember what the user opened or closed, so refreshes keep it.
+  document.addEventListener("click", (e) => {
+    const s = e.target.closest("details[id] > summary");
+    if (s) userOpen.set(s.parentElement.id, !s.parentElement.open);
+  });
+
+  function listen() {
+    if (!document.querySelector("[data-fragment]")) return;
+    const dot = document.getElementById("live-status");
+    const es = new EventSource("/api/v1/events");
+    let broken = false;
+    const onEvent = (e) => {
+      let ev;
+      try { ev = JSON.parse(e.data); } catch (err) { ev = {}; }
+      ev.type = ev.type || e.type;
+      document.querySelectorAll("[data-fragment]").forEach((el) => { if (matches(el, ev)) schedule(el); });
+    };
+    ["build.started", "build.finished", "step.started", "step.finished", "request.added", "request.changed",
+      "worker.changed", "change.added", "config.loaded", "lagged"].forEach((t) => es.addEventListener(t, onEvent));
+    es.onmessage = onEvent;
+    es.onopen = () => {
+      if (dot) { dot.hidden = false; dot.classList.remove("down"); dot.title = "Live"; }
+      // Events may have been missed while disconnected: look again.
+      if (broken) document.querySelectorAll("[data-fragment]").forEach(schedule);
+      broken = false;
+    };
+    es.onerror = () => {
+      broken = true;
+      if (dot) { dot.classList.add("down"); dot.title = "Live updates reconnecting…"; }
+    };
+  }
+
+  // ago mirrors the server's wording, so times stay current without reload.
+  function ago(t) {
+    const s = (Date.now() - t.getTime()) / 1000;
+    if (s < -60) return "in " + rough(-s);
+    if (s < 10) return "just now";
+    if (s > 30 * 86400) return t.toISOString().slice(0, 10);
+    return rough(s) + " ago";
+  }
+  function rough(s) {
+    if (s < 60) return Math.floor(s) + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m";
+    if (s < 48 * 3600) return Math.floor(s / 3600) + "h";
+    return Math.floor(s / 86400) + "d";
+  }
+  function updateTimes(root) {
+    root.querySelectorAll("time[data-rel]").forEach((el) => {
+      const t = new Date(el.dateTime);
+      if (!isNaN(t)) el.textContent = ago(t);
+    });
+  }
+
+  followAll();
+  listen();
+  setInterval(() => updateTimes(document), 30000);
+})();
