@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -334,6 +335,41 @@ func TestBrokenConfigRejected(t *testing.T) {
 	}
 	if out, code := testenv.Run(t, time.Minute, nil, "checkconfig", cfg); code != 0 {
 		t.Errorf("checkconfig of a good file: exit %d\n%s", code, out)
+	}
+}
+
+// A running master offered a broken config (SIGHUP) refuses it with
+// file:line, keeps serving the old one, and takes a good one.
+func TestReloadKeepsOldConfigOnError(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMaster(t, `drover.builder(name = "one", steps = [drover.shell("true")])`)
+	m.StartWorker(t, "w1")
+	cfg := filepath.Join(m.Dir, "master.star")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("drover.builder(name = \"one\", steps = [drover.shell(\"true\")])\ndrover.builder(name = \"two\", steps = [])\n")
+	if err := m.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitFor(t, 30*time.Second, "the refusal in the master's log", func() bool {
+		return strings.Contains(m.Output(), "config refused") && strings.Contains(m.Output(), "master.star:2")
+	})
+	if d := m.WaitBuild(t, m.Force(t, "one", api.ForceRequest{}).ID, time.Minute); d.Build.Result != drover.Success {
+		t.Errorf("build on the old config = %s", d.Build.Result)
+	}
+	write("drover.builder(name = \"one\", steps = [drover.shell(\"true\")])\ndrover.builder(name = \"two\", steps = [drover.shell(\"echo two\")])\n")
+	if err := m.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitFor(t, 30*time.Second, "builder two", func() bool {
+		_, err := m.Client.Builder(context.Background(), "two")
+		return err == nil
+	})
+	if d := m.WaitBuild(t, m.Force(t, "two", api.ForceRequest{}).ID, time.Minute); d.Build.Result != drover.Success {
+		t.Errorf("build on the new config = %s", d.Build.Result)
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -171,7 +173,24 @@ func masterRunCmd(g *globals) *cobra.Command {
 				logger.Warn("record addresses", "err", err)
 			}
 			fmt.Fprintf(g.stdout, "drover master: web UI and API at http://%s, workers at %s\n", m.HTTPAddr(), m.WorkersAddr())
-			return m.Run(cmd.Context())
+			ctx := cmd.Context()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			done := make(chan struct{})
+			defer close(done)
+			go func() { // owned: ends when Run returns and closes done
+				for {
+					select {
+					case <-done:
+						return
+					case <-hup:
+						// The error is logged by Reload; the old config stays.
+						_ = m.Reload(ctx, filepath.Join(dir, configFile))
+					}
+				}
+			}()
+			return m.Run(ctx)
 		},
 	}
 	c.Flags().StringVar(&httpAddr, "http", "", "listen address for the web UI and API (default: the config's, :8010)")

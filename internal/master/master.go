@@ -87,6 +87,7 @@ type Master struct {
 	grpcTLS        *tls.Config
 	fingerprint    string
 
+	reload  reloadState
 	wake    chan struct{} // dispatcher wake-ups, coalesced
 	changes chan []*drover.Change
 
@@ -125,6 +126,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 	}
 	cfg := o.Config
 	m.cfg.Store(cfg)
+	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: o.Now()}
 
 	dsn := cfg.Master.Database
 	if dsn == "" {

@@ -146,6 +146,9 @@ func (p *Proc) Stop(timeout time.Duration) {
 	}
 }
 
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Kill sends SIGKILL to the process alone (not its children), as a crash.
 func (p *Proc) Kill() {
 	_ = p.cmd.Process.Kill()

@@ -324,31 +324,41 @@ func (h *Hub) recvLoop(s *Session, stream pb.Worker_ConnectServer) error {
 			return context.Cause(s.ctx)
 		}
 		s.touch(h.now())
-		switch msg := m.GetMsg().(type) {
-		case *pb.WorkerMessage_Output:
-			o := msg.Output
-			if o.GetCommandId() == "" || o.GetSeq() == 0 {
-				return status.Error(codes.InvalidArgument, "output without command id or sequence number")
-			}
-			if err := h.handler.CommandOutput(s, o); err != nil {
-				return status.Errorf(codes.InvalidArgument, "output of %s: %v", o.GetCommandId(), err)
-			}
-		case *pb.WorkerMessage_Finished:
-			if msg.Finished.GetCommandId() == "" {
-				return status.Error(codes.InvalidArgument, "finished without command id")
-			}
-			if err := h.handler.CommandFinished(s, msg.Finished); err != nil {
-				return status.Errorf(codes.InvalidArgument, "finished %s: %v", msg.Finished.GetCommandId(), err)
-			}
-		case *pb.WorkerMessage_Facts:
-			s.updateFacts(msg.Facts)
-			h.handler.FactsChanged(s)
-		case *pb.WorkerMessage_Hello:
-			return status.Error(codes.InvalidArgument, "hello sent twice")
-		default:
-			return status.Error(codes.InvalidArgument, "empty or unknown message")
+		if err := h.handle(s, m); err != nil {
+			return err
 		}
 	}
+}
+
+// handle checks one message of an established session and passes it on.
+// Its error ends the session: a worker that breaks the protocol gets a
+// clean restart, not a master that guesses.
+func (h *Hub) handle(s *Session, m *pb.WorkerMessage) error {
+	switch msg := m.GetMsg().(type) {
+	case *pb.WorkerMessage_Output:
+		o := msg.Output
+		if o.GetCommandId() == "" || o.GetSeq() == 0 {
+			return status.Error(codes.InvalidArgument, "output without command id or sequence number")
+		}
+		if err := h.handler.CommandOutput(s, o); err != nil {
+			return status.Errorf(codes.InvalidArgument, "output of %s: %v", o.GetCommandId(), err)
+		}
+	case *pb.WorkerMessage_Finished:
+		if msg.Finished.GetCommandId() == "" {
+			return status.Error(codes.InvalidArgument, "finished without command id")
+		}
+		if err := h.handler.CommandFinished(s, msg.Finished); err != nil {
+			return status.Errorf(codes.InvalidArgument, "finished %s: %v", msg.Finished.GetCommandId(), err)
+		}
+	case *pb.WorkerMessage_Facts:
+		s.updateFacts(msg.Facts)
+		h.handler.FactsChanged(s)
+	case *pb.WorkerMessage_Hello:
+		return status.Error(codes.InvalidArgument, "hello sent twice")
+	default:
+		return status.Error(codes.InvalidArgument, "empty or unknown message")
+	}
+	return nil
 }
 
 func (h *Hub) swap(s *Session) *Session {

@@ -1,0 +1,160 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/drover-ci/drover"
+)
+
+// Config is a loaded, validated master.star: plain values with no Starlark
+// left in them.
+type Config struct {
+	Master Master `json:"master"`
+	// Sources are in definition order; Name defaults to the URL's base name
+	// without .git and is unique.
+	Sources []drover.GitSource `json:"sources"`
+	// Builders are in definition order.
+	Builders   []drover.Builder `json:"builders"`
+	Schedulers []Scheduler      `json:"schedulers"`
+	Probes     []Probe          `json:"probes"`
+	// Hash is the hex sha256 over the contents of every file loaded, in load
+	// order; the master compares it to tell whether a reload changes anything.
+	Hash string `json:"hash"`
+	// Files are the absolute paths of the files loaded, the main file first.
+	Files []string `json:"files"`
+}
+
+// Master is how the master process itself runs.
+type Master struct {
+	Title string `json:"title"` // default "Drover"
+	// URL is the public base URL of the web UI; "" lets the master derive it
+	// from its listen address.
+	URL     string `json:"url"`
+	HTTP    string `json:"http"`    // web/API listen address, default ":8010"
+	Workers string `json:"workers"` // gRPC listen address for workers, default ":9989"
+	// Database is "" for SQLite state.sqlite in the master directory, else a DSN.
+	Database string `json:"database"`
+	// LogMaxBytes caps each log (default 64 MiB); output beyond it is cut
+	// from the middle, keeping head and tail.
+	LogMaxBytes int64 `json:"log_max_bytes"`
+	// LogHorizon expires the logs of builds older than this (default 30
+	// days); 0 keeps them forever.
+	LogHorizon time.Duration `json:"log_horizon"`
+	// WorkerGrace is how long a vanished worker's build waits for it to come
+	// back before ending as retry (default 2m).
+	WorkerGrace time.Duration `json:"worker_grace"`
+	// MaxRetries is how many tries a request ending in retry gets (default 3).
+	MaxRetries int `json:"max_retries"`
+	// PublicReads allows reads without a token (default true).
+	PublicReads bool `json:"public_reads"`
+	// AllowPlaintext accepts workers without TLS on any interface, not just
+	// loopback (default false).
+	AllowPlaintext bool `json:"allow_plaintext"`
+}
+
+// Scheduler turns changes on a source into build requests.
+type Scheduler struct {
+	Name       string `json:"name"`
+	Source     string `json:"source"`     // name of the GitSource it watches
+	Repository string `json:"repository"` // that source's URL
+	Branch     string `json:"branch"`     // exact branch; "" means any branch of the source
+	// Builders are resolved names; "*" in the config becomes every builder
+	// the config defines, wherever it defines it.
+	Builders []string `json:"builders"`
+	// TreeStable waits this long after the last change before requesting
+	// builds; 0 requests at once.
+	TreeStable time.Duration `json:"tree_stable"`
+	Pos        string        `json:"pos"`
+}
+
+// Probe is a command every worker runs; its trimmed output becomes the fact
+// Name.
+type Probe struct {
+	Name    string        `json:"name"` // a fact name, [a-z0-9_.-]+
+	Command string        `json:"command"`
+	Timeout time.Duration `json:"timeout"` // default 30s
+	Pos     string        `json:"pos"`
+}
+
+// Defaults for Master; the config overrides any of them in drover.master().
+const (
+	DefaultTitle       = "Drover"
+	DefaultHTTP        = ":8010"
+	DefaultWorkers     = ":9989"
+	DefaultLogMaxBytes = 64 << 20
+	DefaultLogHorizon  = 30 * 24 * time.Hour
+	DefaultWorkerGrace = 2 * time.Minute
+	DefaultMaxRetries  = 3
+	DefaultProbeTime   = 30 * time.Second
+	DefaultKillGrace   = 10 * time.Second
+	// MaxSteps bounds the Starlark execution steps of one load, so that an
+	// endless loop in a config fails a reload instead of hanging the master.
+	// Ten million steps is far more than a large matrix needs and well under
+	// a second of CPU.
+	MaxSteps = 10_000_000
+)
+
+// MainFile is the file Load reads when given a directory.
+const MainFile = "master.star"
+
+func defaultMaster() Master {
+	return Master{
+		Title:       DefaultTitle,
+		HTTP:        DefaultHTTP,
+		Workers:     DefaultWorkers,
+		LogMaxBytes: DefaultLogMaxBytes,
+		LogHorizon:  DefaultLogHorizon,
+		WorkerGrace: DefaultWorkerGrace,
+		MaxRetries:  DefaultMaxRetries,
+		PublicReads: true,
+	}
+}
+
+// Load reads the config at path: a file, or a directory holding master.star.
+// load("other.star", "sym") may read files relative to the loading file, but
+// never outside the config's directory.
+//
+// A config that does not load or does not validate gives an error of kind
+// drover.Invalid whose text is one "file:line[:col]: message" line per
+// problem; errors.As finds the ErrorList in it. A missing file gives kind
+// drover.NotFound.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, drover.Errorf(drover.Invalid, "config %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, readError(path, err)
+	}
+	if fi.IsDir() {
+		abs = filepath.Join(abs, MainFile)
+	}
+	src, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, readError(abs, err)
+	}
+	return load(abs, src)
+}
+
+// LoadSource is Load with the main file's content given (for tests and
+// fuzzing). filename is used in positions, and load() resolves relative to
+// filepath.Dir(filename).
+func LoadSource(filename string, src []byte) (*Config, error) {
+	abs, err := filepath.Abs(filename)
+	if err != nil {
+		return nil, drover.Errorf(drover.Invalid, "config %s: %w", filename, err)
+	}
+	return load(abs, src)
+}
+
+func readError(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return drover.Errorf(drover.NotFound, "config %s: %w", path, err)
+	}
+	return drover.Errorf(drover.Invalid, "config %s: %w", path, err)
+}

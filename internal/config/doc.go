@@ -1,0 +1,56 @@
+// Package config turns a Starlark master.star into plain, validated Go
+// values, or into errors that point at file:line.
+//
+// The config is a program, as Buildbot's Python config is, but a hermetic
+// one: it can loop over a matrix and share step lists through functions, yet
+// it sees no clock, no randomness, no environment and no file outside its
+// own directory, and it runs under an execution-step budget. Loading the
+// same files therefore always gives the same Config (and the same Hash), so
+// the master can reload it at any time, and `drover checkconfig` sees exactly
+// what the master will see, because both call Load.
+//
+// The config talks to Drover through one predeclared module, drover:
+//
+//	drover.master(title=, url=, http=, workers=, database=, log_max_bytes=,
+//	              log_horizon=, worker_grace=, max_retries=, public_reads=,
+//	              allow_plaintext=)                       # at most once
+//	drover.git(url, branches=[], poll=None, name=None)     # → source
+//	drover.checkout(source, mode="incremental", name="checkout",
+//	                timeout=None, max_time=None)           # → step
+//	drover.shell(command, name=None, env={}, workdir="", timeout=None,
+//	             max_time=None, kill_grace="10s", halt_on_failure=True,
+//	             flunk_on_failure=True, warn_on_failure=False,
+//	             always_run=False, decode_rc=None, when=None,
+//	             set_property=None, extract=None)          # → step
+//	drover.builder(name, steps, requires={}, workers=[], classes={},
+//	               stable=False, max_builds=0, priority=0,
+//	               properties={}, description="")
+//	drover.scheduler(name, source, builders="*", branch=None, tree_stable=None)
+//	drover.probe(name, command, timeout="30s")
+//
+// Besides drover, a config has Starlark's universe (len, range, sorted,
+// fail, ...) and struct(). print() is accepted and discarded.
+//
+// Durations are strings such as "90s", "1m", "2h30m" or "1d", or a number
+// of seconds. Sizes are a number of bytes or strings such as "64MiB", "10MB"
+// or "1GiB". load("lib/steps.star", "sym") reads another file, relative to
+// the file that loads it and never outside the config's directory.
+//
+// Unlike Buildbot, a shell step halts the build when it fails
+// (halt_on_failure=True by default): a failed compile should not go on to
+// run the tests against stale objects and report a second, misleading
+// failure. A step that should not stop the build says halt_on_failure=False,
+// and a step that must run even after a halt (cleanup, collecting results)
+// says always_run=True.
+//
+// Command strings may hold property interpolations, %(prop:NAME)s,
+// %(prop:NAME:-default)s and %(fact:NAME)s, with %% for a literal percent
+// sign. The loader does not expand them (the master does, per build) but
+// rejects malformed ones, so a typo fails at load time rather than in the
+// middle of a build.
+//
+// Errors have the form "master.star:12:5: message", paths relative to the
+// config's directory. A config with several mistakes reports all it can find,
+// one per line (see ErrorList); a Starlark runtime error stops execution, so
+// only the problems found before it are reported with it.
+package config

@@ -1,0 +1,62 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/drover-ci/drover/internal/config"
+	"github.com/drover-ci/drover/internal/events"
+)
+
+// ConfigStatus says which config is in force and how the last load went.
+type ConfigStatus struct {
+	Hash      string    `json:"hash"`
+	LoadedAt  time.Time `json:"loaded_at"`
+	LastError string    `json:"last_error,omitempty"`
+	ErrorAt   time.Time `json:"error_at,omitzero"`
+}
+
+// reloadState guards the record of loads.
+type reloadState struct {
+	mu     sync.Mutex
+	status ConfigStatus
+}
+
+// Status returns the config status.
+func (m *Master) Status() ConfigStatus {
+	m.reload.mu.Lock()
+	defer m.reload.mu.Unlock()
+	return m.reload.status
+}
+
+// Reload loads the config from path with the same loader as checkconfig.
+// A config that fails to load is refused: the error is logged, kept for
+// the admin page, and returned, and the config in force stays. A good one
+// takes over for every new decision; running builds keep the builder
+// definition they started with, and queued requests stay queued (those of
+// removed builders are cancelled with a reason).
+func (m *Master) Reload(ctx context.Context, path string) error {
+	cfg, err := config.Load(path)
+	now := m.now()
+	if err != nil {
+		m.reload.mu.Lock()
+		m.reload.status.LastError, m.reload.status.ErrorAt = err.Error(), now
+		m.reload.mu.Unlock()
+		m.logger.Error("config refused; the previous config stays in force", "path", path, "err", err)
+		return fmt.Errorf("config refused: %w", err)
+	}
+	old := m.config()
+	m.cfg.Store(cfg)
+	m.reload.mu.Lock()
+	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: now}
+	m.reload.mu.Unlock()
+	if err := m.cancelOrphanRequests(ctx, cfg); err != nil {
+		m.logger.Error("cancel requests of removed builders", "err", err)
+	}
+	m.logger.Info("config reloaded", "hash", cfg.Hash, "builders", len(cfg.Builders), "previous_builders", len(old.Builders))
+	m.bus.Publish(events.Event{Type: events.ConfigLoaded})
+	m.kick()
+	return nil
+}
