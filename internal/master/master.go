@@ -367,7 +367,7 @@ func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) e
 func (m *Master) httpHandler() (http.Handler, error) {
 	cfg := m.config()
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", api.NewHandler(m, m.base, api.Options{PublicReads: cfg.Master.PublicReads}))
+	mux.Handle("/api/v1/", api.NewHandler(m, m.base, api.Options{PublicReads: cfg.Master.PublicReads, Version: m.version}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	w, err := web.NewHandler(m, m.base)
 	if err != nil {
