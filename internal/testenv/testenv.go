@@ -227,7 +227,13 @@ func (m *Master) start(t testing.TB) {
 	t.Helper()
 	addrFile := filepath.Join(m.Dir, "addresses.json")
 	_ = os.Remove(addrFile)
-	m.Proc = Start(t, "master", "master", "run", m.Dir, "--http", "127.0.0.1:0", "--workers", "127.0.0.1:0", "--log-level", "debug")
+	// A restarted master comes back on the same ports, as a real one does,
+	// so that its workers find it again.
+	httpAddr, workersAddr := "127.0.0.1:0", "127.0.0.1:0"
+	if m.HTTP != "" {
+		httpAddr, workersAddr = m.HTTP, m.Workers
+	}
+	m.Proc = Start(t, "master", "master", "run", m.Dir, "--http", httpAddr, "--workers", workersAddr, "--log-level", "debug")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		data, err := os.ReadFile(addrFile)
@@ -251,7 +257,7 @@ func (m *Master) start(t testing.TB) {
 }
 
 // Restart stops the master (gracefully, or with SIGKILL when kill is set)
-// and starts it again on new ports.
+// and starts it again on the same ports.
 func (m *Master) Restart(t testing.TB, kill bool) {
 	t.Helper()
 	if kill {
