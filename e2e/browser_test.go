@@ -50,6 +50,9 @@ drover.builder(name = "live", steps = [
 	testenv.WaitJS(t, ctx, "the page to show the running build", `document.querySelector("#build-state")?.textContent.includes("running")`, 15*time.Second)
 	testenv.WaitJS(t, ctx, "the first line", `[...document.querySelectorAll("pre.logtext")].some(p => p.textContent.includes("first-line"))`, 15*time.Second)
 
+	// `drover logs --follow` tails the same build from the command line.
+	follow := testenv.Start(t, "logs --follow", "logs", fmt.Sprint(buildID), "--follow", "--master", m.URL())
+
 	// Output printed after the page loaded arrives live.
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -65,6 +68,14 @@ drover.builder(name = "live", steps = [
 	}
 	if header := mustText(t, ctx, "#build-header"); !strings.Contains(header, "w1") {
 		t.Errorf("build header does not name the worker: %q", header)
+	}
+	if err := follow.Wait(30 * time.Second); err != nil {
+		t.Fatalf("logs --follow did not end with the build: %v", err)
+	}
+	for _, want := range []string{"first-line", "second-line", "=== step 1: after ===", "done", "=== build"} {
+		if !strings.Contains(follow.Output(), want) {
+			t.Errorf("logs --follow output lacks %q:\n%s", want, follow.Output())
+		}
 	}
 }
 
