@@ -309,6 +309,12 @@ func (r *buildRun) runStep(st *drover.Step, spec *drover.StepSpec, props drover.
 		}
 		return end(drover.Exception, err.Error(), nil)
 	}
+	// Make the output durable, then let the worker forget the command.
+	if err := m.logs.Flush(c.logID); err != nil && drover.KindOf(err) != drover.NotFound {
+		m.logger.Error("flush log", "log", c.logID, "err", err)
+	} else if s, ok := m.hub.Session(c.worker); ok {
+		_ = s.AckFinished(c.id, f.GetLastSeq())
+	}
 	res, summary := stepResult(spec, f)
 	if f.GetReason() == pb.FinishReason_FINISH_REASON_CANCELLED && r.ctx.Err() != nil {
 		if errors.Is(context.Cause(r.ctx), errMasterStopping) {

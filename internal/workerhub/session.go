@@ -149,6 +149,12 @@ func (s *Session) Ack(commandID string, seq uint64) error {
 	return s.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Ack{Ack: &pb.Ack{CommandId: commandID, Seq: seq}}})
 }
 
+// AckFinished tells the worker the command's output, up to lastSeq, and its
+// Finished are stored: it may forget the command.
+func (s *Session) AckFinished(commandID string, lastSeq uint64) error {
+	return s.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Ack{Ack: &pb.Ack{CommandId: commandID, Seq: lastSeq, Finished: true}}})
+}
+
 func (s *Session) close(err error) { s.cancel(err) }
 
 // sendLoop is the only writer of the stream; it ends with the session.

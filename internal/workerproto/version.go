@@ -16,6 +16,7 @@ package workerproto
 //
 //	1  first version: Enroll, Connect with hello/welcome, run, cancel,
 //	   numbered output, ack, finished, facts updates.
+//	   (additive) Ack.finished: the master stored the command's Finished.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

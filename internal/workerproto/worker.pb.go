@@ -1067,11 +1067,14 @@ func (x *Cancel) GetReason() string {
 	return ""
 }
 
-// Ack tells the worker the master has stored output up to seq.
+// Ack tells the worker the master has stored output up to seq. With
+// finished set, the master has also stored the command's Finished: the
+// worker may forget the command at once.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Finished      bool                   `protobuf:"varint,3,opt,name=finished,proto3" json:"finished,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1118,6 +1121,13 @@ func (x *Ack) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *Ack) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
 }
 
 type MasterMessage struct {
@@ -1332,11 +1342,12 @@ const file_worker_proto_rawDesc = "" +
 	"\x06Cancel\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"6\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"R\n" +
 	"\x03Ack\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xde\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1a\n" +
+	"\bfinished\x18\x03 \x01(\bR\bfinished\"\xde\x01\n" +
 	"\rMasterMessage\x125\n" +
 	"\awelcome\x18\x01 \x01(\v2\x19.drover.worker.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x03run\x18\x02 \x01(\v2\x1c.drover.worker.v1.RunCommandH\x00R\x03run\x122\n" +

@@ -1,0 +1,668 @@
+// Package agent is the worker side of the Drover worker protocol
+// (internal/workerproto): it enrolls a machine, dials the master over TLS
+// with the master's CA pinned by fingerprint, keeps one Connect stream
+// open, runs the commands the master sends, and streams their output.
+//
+// The worker owns a running command: when the stream breaks, the command
+// keeps running and its output stays buffered (bounded; a full buffer
+// stops reading the command's pipes rather than drop data) until a later
+// connection replays it and the master acknowledges it. Every command runs
+// in its own process group, which is killed when the command ends, times
+// out or is cancelled, so no process outlives its step.
+//
+// The package is an island: it imports the root drover package and
+// workerproto, nothing of the master's side.
+//
+// Not yet: commands do not survive a restart of the worker process (Run
+// kills them when its context ends), and output is buffered in memory
+// only. A later change runs each command under a small supervisor that
+// spools its output to Dir; the command type is shaped for that (output
+// is a list of numbered chunks, dropped by acknowledgement).
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/workerproto"
+)
+
+const (
+	enrollTokenPrefix = "drover_enroll_"
+	workerTokenPrefix = "drover_worker_"
+
+	// backoffMin and backoffMax bound the wait between connection
+	// attempts. It doubles per failure, with full jitter (a uniform wait
+	// in [0, bound)), so that a fleet of workers cut off by one master
+	// restart does not come back in lockstep, and a master that is down
+	// for long is asked once a minute, not hammered.
+	backoffMin = time.Second
+	backoffMax = 60 * time.Second
+	// backoffReset is how long a connection must have stayed up for the
+	// backoff to start again from backoffMin: a master that accepts and
+	// then drops every connection at once must still be backed off from.
+	backoffReset = time.Minute
+
+	// keepaliveTime and keepaliveTimeout detect a dead master (a NAT that
+	// forgot us, a cable pulled) within half a minute. The master's gRPC
+	// server must permit it: keepalive.EnforcementPolicy with MinTime at
+	// most 20 s and PermitWithoutStream, or it answers "too many pings".
+	keepaliveTime    = 20 * time.Second
+	keepaliveTimeout = 10 * time.Second
+
+	// shutdownGrace is the SIGTERM-to-SIGKILL wait for commands when the
+	// worker stops: short, because Run must return promptly.
+	shutdownGrace = 200 * time.Millisecond
+	// finishedRetention is how long a command whose Finished the master
+	// acknowledged is still listed in hellos, so that a master that lost
+	// the Finished in a broken stream can ask for it again. Longer than a
+	// master's re-attach grace period (2 min by default).
+	finishedRetention = 10 * time.Minute
+	// sendBatch is how many messages of one command are sent before the
+	// sender turns to the next command, so one chatty command cannot starve
+	// the others.
+	sendBatch = 32
+)
+
+// Config configures an Agent.
+type Config struct {
+	Master        string            // host:port of the master's worker (gRPC) port
+	Name          string            // worker name; required on first enrollment, else read from the state file
+	Token         string            // enrollment token (prefix "drover_enroll_") or the worker's own token ("drover_worker_"); optional once DIR holds a state file
+	Dir           string            // worker directory; builds run under Dir/<builder>/
+	CAFingerprint string            // "sha256:<hex>" of the master's CA certificate (DER); optional once DIR holds the pinned CA
+	Plaintext     bool              // no TLS; allowed only when Master's host is a loopback address (else New returns an Invalid error)
+	Labels        map[string]string // owner's static labels (--label k=v)
+	MaxBuilds     int               // commands run at once; default 1
+	Version       string            // program version, reported in hello
+	Logger        *slog.Logger
+}
+
+// Agent is a worker's connection to its master and the commands it runs.
+// Make one with New and call Run once.
+type Agent struct {
+	cfg    Config
+	dir    string // absolute cfg.Dir
+	master string // host:port, from cfg or the state file
+	host   string // host part of the master address, for TLS verification
+	log    *slog.Logger
+
+	// Tunables, fixed by New; tests shorten them.
+	backoffMin, backoffMax time.Duration
+	maxBuffered            int
+
+	running atomic.Bool
+
+	// wake tells the session's sender that some command has output or a
+	// Finished to send. Buffered, so notifying never blocks.
+	wake chan struct{}
+	// cmdWG counts the goroutines of every command; Run waits for it.
+	cmdWG sync.WaitGroup
+
+	stateMu     sync.Mutex
+	st          state
+	enrollToken string            // set while enrollment is still to do
+	ca          *x509.Certificate // the pinned CA, once known
+
+	mu       sync.Mutex
+	cmds     map[string]*command
+	stopping bool // no new commands: Run is returning
+}
+
+// New validates cfg, creates cfg.Dir (mode 0700) and loads the worker's
+// state from it. It does no network I/O.
+func New(cfg Config) (*Agent, error) {
+	a := &Agent{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		backoffMin:  backoffMin,
+		backoffMax:  backoffMax,
+		maxBuffered: defaultMaxBuffered,
+		wake:        make(chan struct{}, 1),
+		cmds:        make(map[string]*command),
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.log = a.log.With("component", "agent")
+	if cfg.Dir == "" {
+		return nil, drover.Errorf(drover.Invalid, "no worker directory")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, drover.Errorf(drover.Invalid, "worker directory %q: %w", cfg.Dir, err)
+	}
+	a.dir = dir
+	if cfg.MaxBuilds < 0 {
+		return nil, drover.Errorf(drover.Invalid, "max builds %d: must be at least 1", cfg.MaxBuilds)
+	}
+	if a.cfg.MaxBuilds == 0 {
+		a.cfg.MaxBuilds = 1
+	}
+	for k := range cfg.Labels {
+		if k == "" {
+			return nil, drover.Errorf(drover.Invalid, "label with an empty name")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create worker directory: %w", err)
+	}
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+
+	if cfg.Name != "" && st.Name != "" && cfg.Name != st.Name {
+		return nil, drover.Errorf(drover.Invalid, "%s belongs to worker %q, not %q: use another directory for another worker", dir, st.Name, cfg.Name)
+	}
+	if cfg.Name != "" {
+		st.Name = cfg.Name
+	}
+	if cfg.Master != "" {
+		st.Master = cfg.Master
+	}
+	if st.Master == "" {
+		return nil, drover.Errorf(drover.Invalid, "no master address (host:port)")
+	}
+	host, _, err := net.SplitHostPort(st.Master)
+	if err != nil || host == "" {
+		return nil, drover.Errorf(drover.Invalid, "master address %q: want host:port", st.Master)
+	}
+	a.host, a.master = host, st.Master
+	if cfg.Plaintext && !isLoopback(host) {
+		return nil, drover.Errorf(drover.Invalid, "plaintext connection to %s refused: tokens would cross the network in the clear; plaintext is allowed only to a loopback address", host)
+	}
+
+	switch tok := cfg.Token; {
+	case tok == "":
+		if st.Token == "" {
+			return nil, drover.Errorf(drover.Invalid, "no token: %s holds no worker token, so pass an enrollment token (%s…)", dir, enrollTokenPrefix)
+		}
+	case strings.HasPrefix(tok, workerTokenPrefix):
+		st.Token = tok
+	case strings.HasPrefix(tok, enrollTokenPrefix):
+		if st.Token == "" {
+			a.enrollToken = tok
+		} else {
+			a.log.Info("already enrolled; ignoring the enrollment token", "worker", st.Name, "token", tokenHint(st.Token))
+		}
+	default:
+		return nil, drover.Errorf(drover.Invalid, "token must start with %q or %q", enrollTokenPrefix, workerTokenPrefix)
+	}
+	if st.Name == "" {
+		return nil, drover.Errorf(drover.Invalid, "no worker name: pass one on first enrollment")
+	}
+
+	if !cfg.Plaintext {
+		if cfg.CAFingerprint != "" {
+			pin, err := parseFingerprint(cfg.CAFingerprint)
+			if err != nil {
+				return nil, err
+			}
+			st.CAFingerprint = pin
+		}
+		ca, err := loadCA(dir)
+		if err != nil {
+			return nil, err
+		}
+		if ca != nil && st.CAFingerprint != "" && fingerprint(ca.Raw) != st.CAFingerprint {
+			// A new pin (the master's CA was replaced): trust the pin, and
+			// store its CA once a connection verifies it.
+			a.log.Info("pinned CA differs from the stored one; re-pinning", "pin", st.CAFingerprint)
+			ca = nil
+		}
+		if ca == nil && st.CAFingerprint == "" {
+			return nil, drover.Errorf(drover.Invalid, "no CA fingerprint: pass the sha256 fingerprint of the master's CA, as `drover master init` printed it")
+		}
+		a.ca = ca
+	}
+	if err := saveState(dir, st); err != nil {
+		return nil, err
+	}
+	a.st = st
+	return a, nil
+}
+
+// isLoopback reports whether host names this machine: "localhost" or a
+// loopback IP.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tokenHint is what may be logged of a token: its first 16 characters.
+func tokenHint(tok string) string {
+	if len(tok) <= 16 {
+		return strings.Repeat("*", len(tok))
+	}
+	return tok[:16] + "…"
+}
+
+// Run enrolls if needed, connects, serves commands, and reconnects with
+// jittered exponential backoff until ctx is done. It returns nil on ctx
+// cancellation, or an error that retrying cannot fix (authentication
+// refused: a wrong/expired/revoked token, CA fingerprint mismatch), with a
+// clear message. When it returns, every command it started has been killed
+// and waited for.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return drover.Errorf(drover.Conflict, "agent is already running")
+	}
+	defer a.running.Store(false)
+	defer a.stop()
+
+	failures := 0
+	for {
+		up, err := a.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if k := drover.KindOf(err); k == drover.Unauthorized || k == drover.Invalid {
+			a.log.Error("giving up: the master refused this worker", "err", err)
+			return err
+		}
+		if up > backoffReset {
+			failures = 0
+		}
+		delay := a.backoff(failures)
+		failures++
+		a.log.Warn("connection to master failed", "master", a.master, "err", err, "retry_in", delay.Round(time.Millisecond))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the wait after the given number of consecutive failures:
+// uniform in [0, min(backoffMax, backoffMin·2^failures)).
+func (a *Agent) backoff(failures int) time.Duration {
+	bound := a.backoffMax
+	if failures < 30 && a.backoffMin<<failures < a.backoffMax {
+		bound = a.backoffMin << failures
+	}
+	return rand.N(bound) + time.Millisecond
+}
+
+// stop kills every command and waits for them: the worker is going away.
+// Commands do not survive a worker restart yet; see the package comment.
+func (a *Agent) stop() {
+	a.mu.Lock()
+	a.stopping = true
+	cmds := make([]*command, 0, len(a.cmds))
+	for _, c := range a.cmds {
+		cmds = append(cmds, c)
+	}
+	a.mu.Unlock()
+	for _, c := range cmds {
+		c.abandon("worker stopping: killed", shutdownGrace)
+	}
+	a.cmdWG.Wait()
+	a.mu.Lock()
+	a.cmds = make(map[string]*command)
+	a.stopping = false
+	a.mu.Unlock()
+}
+
+// notify wakes the sender; it never blocks.
+func (a *Agent) notify() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// session makes one connection: enroll if needed, hello, welcome, then
+// serve until the stream breaks or ctx ends. It reports how long the
+// stream was up.
+func (a *Agent) session(ctx context.Context) (time.Duration, error) {
+	a.stateMu.Lock()
+	v := &verifier{host: a.host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
+	a.stateMu.Unlock()
+	creds := insecure.NewCredentials()
+	if !a.cfg.Plaintext {
+		creds = credentials.NewTLS(v.tlsConfig())
+	}
+	conn, err := grpc.NewClient(a.master,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                keepaliveTime,
+			Timeout:             keepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+	)
+	if err != nil {
+		return 0, drover.Errorf(drover.Invalid, "master address %q: %w", a.master, err)
+	}
+	defer conn.Close()
+	client := workerproto.NewWorkerClient(conn)
+	// The TLS verdict explains a failure better than gRPC's "connection
+	// error", and it is final.
+	withTLS := func(err error) error {
+		if f := v.failure(); f != nil {
+			return f
+		}
+		return err
+	}
+
+	if err := a.enroll(ctx, client); err != nil {
+		return 0, withTLS(err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Connect(sctx)
+	if err != nil {
+		return 0, withTLS(fmt.Errorf("connect to %s: %w", a.master, err))
+	}
+	if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Hello{Hello: a.hello()}}); err != nil {
+		_, rerr := stream.Recv() // the stream's real error, if the master closed it
+		return 0, withTLS(connectError("send hello", errors.Join(err, rerr)))
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return 0, withTLS(connectError("wait for welcome", err))
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return 0, fmt.Errorf("master sent %T before welcome; reconnecting", first.GetMsg())
+	}
+	connected := time.Now()
+	a.adopt(welcome.GetKeep())
+	a.log.Info("connected to master", "master", a.master, "worker", welcome.GetWorkerName(),
+		"master_version", welcome.GetMasterVersion(), "protocol", welcome.GetProtocolVersion(), "kept", len(welcome.GetKeep()))
+
+	g, gctx := errgroup.WithContext(sctx)
+	g.Go(func() error {
+		err := a.send(gctx, stream)
+		cancel() // a broken send ends the stream, and so the receiver
+		return err
+	})
+	g.Go(func() error {
+		err := a.receive(stream)
+		cancel() // stop the sender
+		return err
+	})
+	err = g.Wait()
+	up := time.Since(connected)
+	if ctx.Err() != nil {
+		return up, nil
+	}
+	return up, fmt.Errorf("stream to %s broke after %s: %w", a.master, up.Round(time.Second), err)
+}
+
+// connectError makes a refusal of the worker's credentials permanent.
+func connectError(what string, err error) error {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return drover.Errorf(drover.Unauthorized, "master refused this worker (%s): %s; the token is wrong, expired or revoked: enroll again with a new enrollment token", what, status.Convert(err).Message())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// enroll trades the enrollment token for the worker's own token, once.
+func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient) error {
+	a.stateMu.Lock()
+	tok, name := a.enrollToken, a.st.Name
+	a.stateMu.Unlock()
+	if tok == "" {
+		return nil
+	}
+	a.log.Info("enrolling", "worker", name, "token", tokenHint(tok))
+	resp, err := client.Enroll(ctx, &workerproto.EnrollRequest{
+		Name:            name,
+		EnrollmentToken: tok,
+		ProgramVersion:  a.cfg.Version,
+		Os:              runtime.GOOS,
+		Arch:            runtime.GOARCH,
+	})
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return drover.Errorf(drover.Unauthorized, "enrollment refused: %s; the enrollment token is wrong, expired, used up or revoked", status.Convert(err).Message())
+		case codes.InvalidArgument, codes.AlreadyExists:
+			return drover.Errorf(drover.Invalid, "enrollment refused: %s", status.Convert(err).Message())
+		}
+		return fmt.Errorf("enroll: %w", err)
+	}
+	if resp.GetToken() == "" {
+		return fmt.Errorf("enroll: master returned no token")
+	}
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	st := a.st
+	st.Token = resp.GetToken()
+	if n := resp.GetWorkerName(); n != "" {
+		st.Name = n
+	}
+	if err := saveState(a.dir, st); err != nil {
+		return fmt.Errorf("store worker token: %w", err)
+	}
+	a.st, a.enrollToken = st, ""
+	a.log.Info("enrolled", "worker", st.Name, "token", tokenHint(st.Token))
+	return nil
+}
+
+// pinCA stores the CA a first connection verified by its fingerprint;
+// later connections trust it without the pin.
+func (a *Agent) pinCA(ca *x509.Certificate) error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if a.ca != nil && a.ca.Equal(ca) {
+		return nil
+	}
+	if err := saveCA(a.dir, ca); err != nil {
+		return err
+	}
+	a.ca = ca
+	a.log.Info("pinned the master's CA", "fingerprint", fingerprint(ca.Raw), "file", filepath.Join(a.dir, caFileName))
+	return nil
+}
+
+// hello describes this worker and the commands it still holds.
+func (a *Agent) hello() *workerproto.Hello {
+	a.stateMu.Lock()
+	name, tok := a.st.Name, a.st.Token
+	a.stateMu.Unlock()
+	facts := make(map[string]*workerproto.FactValues)
+	for k, v := range DetectFacts(a.cfg.Version) {
+		facts[k] = &workerproto.FactValues{Values: v}
+	}
+	h := &workerproto.Hello{
+		Name:            name,
+		Token:           tok,
+		ProtocolVersion: workerproto.ProtocolVersion,
+		ProgramVersion:  a.cfg.Version,
+		Os:              runtime.GOOS,
+		Arch:            runtime.GOARCH,
+		Facts:           facts,
+		Labels:          a.cfg.Labels,
+		Availability:    string(drover.Eager),
+		MaxBuilds:       uint32(a.cfg.MaxBuilds),
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, c := range a.cmds {
+		if d := c.deliveredAt(); !d.IsZero() && time.Since(d) > finishedRetention {
+			delete(a.cmds, id)
+			continue
+		}
+		h.Running = append(h.Running, c.held())
+	}
+	return h
+}
+
+// adopt applies a welcome: commands the master keeps are replayed on the
+// new stream; the others are killed and forgotten.
+func (a *Agent) adopt(keep []string) {
+	kept := make(map[string]bool, len(keep))
+	for _, id := range keep {
+		kept[id] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, c := range a.cmds {
+		if kept[id] {
+			c.resume()
+			continue
+		}
+		delete(a.cmds, id)
+		if c.deliveredAt().IsZero() {
+			a.log.Info("master no longer wants command; killing it", "command", id)
+		}
+		a.cmdWG.Add(1)
+		go func() {
+			defer a.cmdWG.Done()
+			c.abandon("not wanted by the master after reconnect: killed", c.killGrace())
+		}()
+	}
+	a.notify()
+}
+
+// send is the stream's only writer: it sends every command's unsent
+// output and Finished messages, in order per command.
+func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClient) error {
+	for {
+		a.mu.Lock()
+		cmds := make([]*command, 0, len(a.cmds))
+		for _, c := range a.cmds {
+			cmds = append(cmds, c)
+		}
+		a.mu.Unlock()
+		more := false
+		for _, c := range cmds {
+			msgs := c.unsent(sendBatch)
+			more = more || len(msgs) == sendBatch
+			for _, m := range msgs {
+				if err := stream.Send(m); err != nil {
+					return fmt.Errorf("send: %w", err)
+				}
+			}
+		}
+		if more {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.wake:
+		}
+	}
+}
+
+// receive handles the master's messages until the stream breaks.
+func (a *Agent) receive(stream workerproto.Worker_ConnectClient) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := m.GetMsg().(type) {
+		case *workerproto.MasterMessage_Run:
+			a.start(msg.Run)
+		case *workerproto.MasterMessage_Cancel:
+			a.cancel(msg.Cancel)
+		case *workerproto.MasterMessage_Ack:
+			a.ack(msg.Ack)
+		case *workerproto.MasterMessage_Welcome:
+			a.log.Warn("ignoring a second welcome")
+		default:
+			// A newer master may send messages this worker does not know;
+			// the protocol only grows, so ignoring them is safe.
+			a.log.Debug("ignoring unknown message from master", "type", fmt.Sprintf("%T", msg))
+		}
+	}
+}
+
+// start starts a command the master sent. The master decides how many
+// run at once: a worker past its MaxBuilds still starts what it is sent.
+func (a *Agent) start(req *workerproto.RunCommand) {
+	id := req.GetCommandId()
+	if id == "" {
+		a.log.Warn("ignoring a command without an id")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopping {
+		return
+	}
+	if _, dup := a.cmds[id]; dup {
+		a.log.Warn("ignoring a duplicate command", "command", id)
+		return
+	}
+	c := newCommand(req, a.log, a.notify, a.maxBuffered)
+	a.cmds[id] = c
+	a.cmdWG.Add(1)
+	go func() {
+		defer a.cmdWG.Done()
+		c.run(a.dir)
+	}()
+}
+
+func (a *Agent) cancel(m *workerproto.Cancel) {
+	a.mu.Lock()
+	c := a.cmds[m.GetCommandId()]
+	a.mu.Unlock()
+	if c == nil {
+		a.log.Info("cancel for an unknown command", "command", m.GetCommandId())
+		return
+	}
+	text := "cancelled: killed"
+	if r := m.GetReason(); r != "" {
+		text = "cancelled (" + r + "): killed"
+	}
+	// kill waits for the supervisor, which never blocks for long; do not
+	// hold up the stream's reader for it all the same.
+	a.cmdWG.Add(1)
+	go func() {
+		defer a.cmdWG.Done()
+		c.kill(killRequest{reason: workerproto.FinishReason_FINISH_REASON_CANCELLED, text: text, grace: c.killGrace()})
+	}()
+}
+
+func (a *Agent) ack(m *workerproto.Ack) {
+	a.mu.Lock()
+	c := a.cmds[m.GetCommandId()]
+	a.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.ack(m.GetSeq())
+	// The master stored the Finished: nothing is left to replay, so the
+	// command need not wait out finishedRetention.
+	if m.GetFinished() && c.deliveredAt() != (time.Time{}) {
+		a.mu.Lock()
+		if a.cmds[m.GetCommandId()] == c {
+			delete(a.cmds, m.GetCommandId())
+		}
+		a.mu.Unlock()
+	}
+}
