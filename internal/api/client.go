@@ -384,7 +384,7 @@ func responseError(resp *http.Response) error {
 	return drover.Errorf(kind, "%s", msg)
 }
 
-// kindOfStatus is the inverse of statusOf.
+// kindOfStatus is the inverse of StatusOf.
 func kindOfStatus(status int) drover.Kind {
 	switch status {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:

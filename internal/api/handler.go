@@ -227,7 +227,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The caller went away; nobody reads the answer.
 		return
 	}
-	status := statusOf(err)
+	status := StatusOf(err)
 	if status == http.StatusInternalServerError {
 		s.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {
@@ -239,8 +239,9 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, status, drover.Message(err))
 }
 
-// statusOf maps an error's kind to an HTTP status.
-func statusOf(err error) int {
+// StatusOf maps an error's kind to an HTTP status. It is the one place
+// that does, for the API and the web UI alike.
+func StatusOf(err error) int {
 	var fb forbidden
 	if errors.As(err, &fb) {
 		return http.StatusForbidden

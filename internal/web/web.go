@@ -260,7 +260,7 @@ type errorPage struct {
 // Internal errors are logged with their details and shown as a generic
 // message; the rest are the caller's doing and are logged at debug level.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status := statusOf(err)
+	status := api.StatusOf(err)
 	if status >= 500 {
 		s.logger.Error("page failed", "path", r.URL.Path, "status", status, "err", err)
 	} else {
@@ -277,23 +277,6 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.render(w, r, status, "error", "", p.Heading, p)
-}
-
-// statusOf maps an error's kind to an HTTP status.
-func statusOf(err error) int {
-	switch drover.KindOf(err) {
-	case drover.Invalid:
-		return http.StatusBadRequest
-	case drover.NotFound:
-		return http.StatusNotFound
-	case drover.Conflict:
-		return http.StatusConflict
-	case drover.Unauthorized:
-		return http.StatusUnauthorized
-	case drover.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 // asset returns the URL of an embedded asset, versioned by content.

@@ -99,7 +99,6 @@
     if (!document.querySelector("[data-fragment]")) return;
     const dot = document.getElementById("live-status");
     const es = new EventSource("/api/v1/events");
-    let broken = false;
     const onEvent = (e) => {
       let ev;
       try { ev = JSON.parse(e.data); } catch (err) { ev = {}; }
@@ -111,12 +110,11 @@
     es.onmessage = onEvent;
     es.onopen = () => {
       if (dot) { dot.hidden = false; dot.classList.remove("down"); dot.title = "Live"; }
-      // Events may have been missed while disconnected: look again.
-      if (broken) document.querySelectorAll("[data-fragment]").forEach(schedule);
-      broken = false;
+      // Events may have been missed while disconnected, or between the
+      // page's render and this subscription: look again.
+      document.querySelectorAll("[data-fragment]").forEach(schedule);
     };
     es.onerror = () => {
-      broken = true;
       if (dot) { dot.classList.add("down"); dot.title = "Live updates reconnecting…"; }
     };
   }
