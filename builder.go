@@ -17,10 +17,16 @@ type Builder struct {
 	Stable  bool              `json:"stable"`
 	// MaxBuilds caps how many builds of this builder run at once across the
 	// fleet; 0 means no cap.
-	MaxBuilds  int        `json:"max_builds,omitempty"`
-	Priority   int        `json:"priority,omitempty"`
-	Properties Properties `json:"properties,omitempty"`
-	Steps      []StepSpec `json:"steps"`
+	MaxBuilds int `json:"max_builds,omitempty"`
+	Priority  int `json:"priority,omitempty"`
+	// Locks are taken, all or none, before the build starts and held to its
+	// end.
+	Locks []LockUse `json:"locks,omitempty"`
+	// ExpireAfter cancels a pending request that has had no eligible worker
+	// online for this long; zero: the master's setting.
+	ExpireAfter time.Duration `json:"expire_after,omitempty"`
+	Properties  Properties    `json:"properties,omitempty"`
+	Steps       []StepSpec    `json:"steps"`
 	// Pos is where the builder was defined, "file:line", for error messages.
 	Pos string `json:"pos,omitempty"`
 }
@@ -67,6 +73,10 @@ type StepSpec struct {
 	// Extract sets properties from the first match of a regular expression
 	// (first capture group, or the whole match) on the command's stdout.
 	Extract map[string]string `json:"extract,omitempty"`
+
+	// Locks are taken, all or none, when the step starts and released when
+	// it ends.
+	Locks []LockUse `json:"locks,omitempty"`
 
 	// Checkout steps only.
 	Source *GitSource `json:"source,omitempty"`

@@ -136,21 +136,62 @@ const (
 	Offline   Availability = "offline"   // connected but takes nothing
 )
 
+// ParseAvailability parses the name of an availability.
+func ParseAvailability(s string) (Availability, error) {
+	switch a := Availability(s); a {
+	case Eager, Reluctant, Draining, Offline:
+		return a, nil
+	}
+	return "", Errorf(Invalid, "unknown availability %q (want eager, reluctant, draining or offline)", s)
+}
+
+// TakesWork reports whether a worker at availability a may be given new
+// builds at all (a reluctant one only when needed).
+func (a Availability) TakesWork() bool { return a != Draining && a != Offline }
+
+// AvailabilityOverride is an operator's setting of a worker's
+// availability, which wins over the worker's own until cleared.
+type AvailabilityOverride struct {
+	Availability Availability `json:"availability"`
+	Reason       string       `json:"reason,omitempty"`
+	By           string       `json:"by"` // who set it: "operator <token id>", "quarantine", …
+	At           time.Time    `json:"at"`
+}
+
 // Worker is what the master knows of a worker, connected or not.
 type Worker struct {
-	Name         string       `json:"name"`
-	Facts        Facts        `json:"facts,omitempty"`
-	Labels       Properties   `json:"labels,omitempty"`
-	Version      string       `json:"version,omitempty"`
-	OS           string       `json:"os,omitempty"`
-	Arch         string       `json:"arch,omitempty"`
-	Availability Availability `json:"availability"`
-	Connected    bool         `json:"connected"`
-	FirstSeen    time.Time    `json:"first_seen,omitzero"`
-	LastSeen     time.Time    `json:"last_seen,omitzero"`
+	Name    string     `json:"name"`
+	Facts   Facts      `json:"facts,omitempty"`
+	Labels  Properties `json:"labels,omitempty"`
+	Version string     `json:"version,omitempty"`
+	OS      string     `json:"os,omitempty"`
+	Arch    string     `json:"arch,omitempty"`
+	// Availability is what the worker itself reports (its owner's command,
+	// its time window, its load ceiling), and AvailabilityReason why.
+	Availability       Availability `json:"availability"`
+	AvailabilityReason string       `json:"availability_reason,omitempty"`
+	// Override, when set, is an operator's availability for the worker,
+	// which wins over the worker's own. Effective tells which applies.
+	Override  *AvailabilityOverride `json:"override,omitempty"`
+	Connected bool                  `json:"connected"`
+	FirstSeen time.Time             `json:"first_seen,omitzero"`
+	LastSeen  time.Time             `json:"last_seen,omitzero"`
 	// ConnectedAt is when the current session began (zero when not connected).
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	Address     string    `json:"address,omitempty"`
+}
+
+// Effective returns the availability that dispatch applies, why, and who
+// set it.
+func (w *Worker) Effective() (a Availability, reason, by string) {
+	if w.Override != nil {
+		return w.Override.Availability, w.Override.Reason, w.Override.By
+	}
+	a = w.Availability
+	if a == "" {
+		a = Eager
+	}
+	return a, w.AvailabilityReason, "worker"
 }
 
 // Token is a stored credential. The secret is never stored, only its hash.

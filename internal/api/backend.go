@@ -35,6 +35,18 @@ type Backend interface {
 	// CancelRequest cancels a pending request.
 	CancelRequest(ctx context.Context, requestID int64, reason string) error
 
+	// Queue returns the pending requests in the order the dispatcher serves
+	// them (priority, then age), each with why it is waiting.
+	Queue(ctx context.Context) ([]drover.QueueEntry, error)
+	// Locks returns every lock instance in use or declared, with its
+	// holders and waiters.
+	Locks() []drover.LockState
+	// SetAvailability sets an operator's availability for a worker, with a
+	// reason; a == "" clears it so the worker's own applies again. by names
+	// the caller for the record ("operator <token id>"). It never stops a
+	// running build. NotFound for an unknown worker.
+	SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error
+
 	// Eligibility explains, for every known worker, whether it may run
 	// builder name and why.
 	Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error)

@@ -238,3 +238,28 @@ func (m *Master) Authenticate(ctx context.Context, token string) (drover.Role, e
 	m.auth.Put(token, *t, now)
 	return t.Role, nil
 }
+
+// SetAvailability implements api.Backend.
+func (m *Master) SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error {
+	var o *drover.AvailabilityOverride
+	if a != "" {
+		if _, err := drover.ParseAvailability(string(a)); err != nil {
+			return err
+		}
+		o = &drover.AvailabilityOverride{Availability: a, Reason: reason, By: by, At: m.now()}
+	}
+	if err := m.store.SetAvailabilityOverride(ctx, worker, o); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if o == nil {
+		delete(m.overrides, worker)
+	} else {
+		m.overrides[worker] = *o
+	}
+	m.mu.Unlock()
+	m.logger.Info("worker availability set", "worker", worker, "availability", a, "reason", reason, "by", by)
+	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
+	m.kick()
+	return nil
+}

@@ -100,6 +100,7 @@ type Master struct {
 	cmds      map[string]*command // in-flight commands by ID
 	running   map[string]int      // running builds per worker
 	checkouts map[string]map[string]bool
+	overrides map[string]drover.AvailabilityOverride // operators' availability by worker
 	closed    bool
 }
 
@@ -122,7 +123,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
 		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
 		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
-		checkouts: map[string]map[string]bool{},
+		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
 	}
 	cfg := o.Config
 	m.cfg.Store(cfg)
@@ -312,6 +313,17 @@ func (m *Master) recover(ctx context.Context) error {
 	if err := m.store.MarkAllDisconnected(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	workers, err := m.store.ListWorkers(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	m.mu.Lock()
+	for _, w := range workers {
+		if w.Override != nil {
+			m.overrides[w.Name] = *w.Override
+		}
+	}
+	m.mu.Unlock()
 	left, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)

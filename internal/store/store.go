@@ -85,6 +85,10 @@ type Store interface {
 	GetWorker(ctx context.Context, name string) (*drover.Worker, error)
 	// ListWorkers returns every worker by name.
 	ListWorkers(ctx context.Context) ([]drover.Worker, error)
+	// SetAvailabilityOverride sets (or, with o nil, clears) an operator's
+	// availability for worker name, which UpsertWorker never changes. It
+	// fails with NotFound for an unknown worker.
+	SetAvailabilityOverride(ctx context.Context, name string, o *drover.AvailabilityOverride) error
 	// MarkAllDisconnected sets every worker disconnected; a master calls it
 	// as it starts, since it has no sessions yet.
 	MarkAllDisconnected(ctx context.Context) error

@@ -12,16 +12,55 @@ import (
 
 // This file holds workers and tokens.
 
+// workerColumns are written by UpsertWorker; the override columns only by
+// SetAvailabilityOverride, so a worker's reconnection never clears what an
+// operator set.
 const workerColumns = `name, facts, labels, version, os, arch, availability, connected,
-	first_seen, last_seen, connected_at, address`
+	first_seen, last_seen, connected_at, address, availability_reason`
+
+const workerReadColumns = workerColumns + `, override_availability, override_reason, override_by, override_at`
 
 func scanWorker(r scanner) (drover.Worker, error) {
 	var w drover.Worker
-	var first, last, connAt dbTime
+	var first, last, connAt, overAt dbTime
+	var over drover.AvailabilityOverride
 	err := r.Scan(&w.Name, scanJSON{&w.Facts}, scanJSON{&w.Labels}, &w.Version, &w.OS, &w.Arch,
-		&w.Availability, &w.Connected, &first, &last, &connAt, &w.Address)
+		&w.Availability, &w.Connected, &first, &last, &connAt, &w.Address, &w.AvailabilityReason,
+		&over.Availability, &over.Reason, &over.By, &overAt)
 	w.FirstSeen, w.LastSeen, w.ConnectedAt = time.Time(first), time.Time(last), time.Time(connAt)
+	if over.Availability != "" {
+		over.At = time.Time(overAt)
+		w.Override = &over
+	}
 	return w, err
+}
+
+// SetAvailabilityOverride sets (or, with o nil, clears) an operator's
+// availability for worker name. It fails with NotFound for an unknown
+// worker.
+func (s *DB) SetAvailabilityOverride(ctx context.Context, name string, o *drover.AvailabilityOverride) error {
+	q, err := s.writer()
+	if err != nil {
+		return err
+	}
+	var a drover.Availability
+	var reason, by string
+	var at dbTime
+	if o != nil {
+		if _, err := drover.ParseAvailability(string(o.Availability)); err != nil {
+			return err
+		}
+		a, reason, by, at = o.Availability, o.Reason, o.By, dbTime(orNow(o.At))
+	}
+	res, err := q.ExecContext(ctx, s.q(`UPDATE workers SET override_availability = ?, override_reason = ?,
+		override_by = ?, override_at = ? WHERE name = ?`), string(a), reason, by, at, name)
+	if err != nil {
+		return fmt.Errorf("set availability of %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return drover.Errorf(drover.NotFound, "worker %s not found", name)
+	}
+	return nil
 }
 
 // UpsertWorker stores w by name, keeping FirstSeen of an existing row. A
@@ -48,15 +87,16 @@ func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker) erro
 	}
 	var first dbTime
 	err := q.QueryRowContext(ctx, s.q(`INSERT INTO workers (`+workerColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET
 			facts = excluded.facts, labels = excluded.labels, version = excluded.version,
 			os = excluded.os, arch = excluded.arch, availability = excluded.availability,
+			availability_reason = excluded.availability_reason,
 			connected = excluded.connected, last_seen = excluded.last_seen,
 			connected_at = excluded.connected_at, address = excluded.address
 		RETURNING first_seen`),
 		w.Name, jsonMap(w.Facts), jsonMap(w.Labels), w.Version, w.OS, w.Arch, avail, w.Connected,
-		dbTime(orNow(w.FirstSeen)), dbTime(w.LastSeen), dbTime(w.ConnectedAt), w.Address).Scan(&first)
+		dbTime(orNow(w.FirstSeen)), dbTime(w.LastSeen), dbTime(w.ConnectedAt), w.Address, w.AvailabilityReason).Scan(&first)
 	if err != nil {
 		return fmt.Errorf("store worker %s: %w", w.Name, err)
 	}
@@ -70,7 +110,7 @@ func (s *DB) GetWorker(ctx context.Context, name string) (*drover.Worker, error)
 	if err != nil {
 		return nil, err
 	}
-	w, err := scanWorker(r.QueryRowContext(ctx, s.q(`SELECT `+workerColumns+` FROM workers WHERE name = ?`), name))
+	w, err := scanWorker(r.QueryRowContext(ctx, s.q(`SELECT `+workerReadColumns+` FROM workers WHERE name = ?`), name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, drover.Errorf(drover.NotFound, "worker %s not found", name)
 	}
@@ -86,7 +126,7 @@ func (s *DB) ListWorkers(ctx context.Context) ([]drover.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	ws, err := collect(ctx, r, s.q(`SELECT `+workerColumns+` FROM workers ORDER BY name`), nil, scanWorker)
+	ws, err := collect(ctx, r, s.q(`SELECT `+workerReadColumns+` FROM workers ORDER BY name`), nil, scanWorker)
 	if err != nil {
 		return nil, fmt.Errorf("list workers: %w", err)
 	}

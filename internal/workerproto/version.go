@@ -17,6 +17,7 @@ package workerproto
 //	1  first version: Enroll, Connect with hello/welcome, run, cancel,
 //	   numbered output, ack, finished, facts updates.
 //	   (additive) Ack.finished: the master stored the command's Finished.
+//	   (additive) Hello and FactsUpdate availability_reason.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

@@ -388,9 +388,13 @@ type Hello struct {
 	Availability    string                 `protobuf:"bytes,9,opt,name=availability,proto3" json:"availability,omitempty"`
 	Running         []*RunningCommand      `protobuf:"bytes,10,rep,name=running,proto3" json:"running,omitempty"`
 	// max_builds is how many commands the worker will run at once; 0 means 1.
-	MaxBuilds     uint32 `protobuf:"varint,11,opt,name=max_builds,json=maxBuilds,proto3" json:"max_builds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxBuilds uint32 `protobuf:"varint,11,opt,name=max_builds,json=maxBuilds,proto3" json:"max_builds,omitempty"`
+	// availability_reason says why the worker is at its availability, in
+	// words for people: "outside 22:00-07:00", "load 7.1 above 6", or the
+	// reason given to `drover worker availability`.
+	AvailabilityReason string `protobuf:"bytes,12,opt,name=availability_reason,json=availabilityReason,proto3" json:"availability_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -498,6 +502,13 @@ func (x *Hello) GetMaxBuilds() uint32 {
 		return x.MaxBuilds
 	}
 	return 0
+}
+
+func (x *Hello) GetAvailabilityReason() string {
+	if x != nil {
+		return x.AvailabilityReason
+	}
+	return ""
 }
 
 // Output is one chunk of a command's output. seq starts at 1 for each
@@ -659,13 +670,15 @@ func (x *Finished) GetLastSeq() uint64 {
 	return 0
 }
 
-// FactsUpdate tells the master of changed facts or availability.
+// FactsUpdate tells the master of changed facts or availability. An empty
+// facts map means the facts did not change.
 type FactsUpdate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Facts         map[string]*FactValues `protobuf:"bytes,1,rep,name=facts,proto3" json:"facts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Availability  string                 `protobuf:"bytes,2,opt,name=availability,proto3" json:"availability,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Facts              map[string]*FactValues `protobuf:"bytes,1,rep,name=facts,proto3" json:"facts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Availability       string                 `protobuf:"bytes,2,opt,name=availability,proto3" json:"availability,omitempty"`
+	AvailabilityReason string                 `protobuf:"bytes,3,opt,name=availability_reason,json=availabilityReason,proto3" json:"availability_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *FactsUpdate) Reset() {
@@ -708,6 +721,13 @@ func (x *FactsUpdate) GetFacts() map[string]*FactValues {
 func (x *FactsUpdate) GetAvailability() string {
 	if x != nil {
 		return x.Availability
+	}
+	return ""
+}
+
+func (x *FactsUpdate) GetAvailabilityReason() string {
+	if x != nil {
+		return x.AvailabilityReason
 	}
 	return ""
 }
@@ -1266,7 +1286,7 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x19\n" +
 	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\x12\x1a\n" +
-	"\bfinished\x18\x03 \x01(\bR\bfinished\"\xb2\x04\n" +
+	"\bfinished\x18\x03 \x01(\bR\bfinished\"\xe3\x04\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12)\n" +
@@ -1280,7 +1300,8 @@ const file_worker_proto_rawDesc = "" +
 	"\arunning\x18\n" +
 	" \x03(\v2 .drover.worker.v1.RunningCommandR\arunning\x12\x1d\n" +
 	"\n" +
-	"max_builds\x18\v \x01(\rR\tmaxBuilds\x1aV\n" +
+	"max_builds\x18\v \x01(\rR\tmaxBuilds\x12/\n" +
+	"\x13availability_reason\x18\f \x01(\tR\x12availabilityReason\x1aV\n" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
@@ -1302,10 +1323,11 @@ const file_worker_proto_rawDesc = "" +
 	"durationMs\x126\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x1e.drover.worker.v1.FinishReasonR\x06reason\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x19\n" +
-	"\blast_seq\x18\x06 \x01(\x04R\alastSeq\"\xc9\x01\n" +
+	"\blast_seq\x18\x06 \x01(\x04R\alastSeq\"\xfa\x01\n" +
 	"\vFactsUpdate\x12>\n" +
 	"\x05facts\x18\x01 \x03(\v2(.drover.worker.v1.FactsUpdate.FactsEntryR\x05facts\x12\"\n" +
-	"\favailability\x18\x02 \x01(\tR\favailability\x1aV\n" +
+	"\favailability\x18\x02 \x01(\tR\favailability\x12/\n" +
+	"\x13availability_reason\x18\x03 \x01(\tR\x12availabilityReason\x1aV\n" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +

@@ -1,0 +1,61 @@
+package drover
+
+import "time"
+
+// QueueEntry is a pending build request with the reason it is waiting, as
+// the queue page and `drover queue` show it.
+type QueueEntry struct {
+	Request BuildRequest `json:"request"`
+	// Waiting says why the request has not started, in words: "no eligible
+	// worker online (for 12m)", "all 3 eligible workers busy", "lock vm held
+	// by build 17", "only reluctant workers free (waits 4m more)", …
+	Waiting string `json:"waiting"`
+	// NoWorkerSince is when the request last had an eligible worker online;
+	// zero while it has one. Requests expire after a configured time with
+	// none.
+	NoWorkerSince time.Time `json:"no_worker_since,omitzero"`
+}
+
+// LockScope says whether a lock is one for the master or one per worker.
+type LockScope string
+
+const (
+	LockMaster LockScope = "master" // one counting semaphore for the whole site
+	LockWorker LockScope = "worker" // one semaphore on each worker
+)
+
+// LockDef declares a lock in the config: a counting semaphore of Max slots.
+type LockDef struct {
+	Name  string    `json:"name"`
+	Max   int       `json:"max"`
+	Scope LockScope `json:"scope"`
+	Pos   string    `json:"pos,omitempty"`
+}
+
+// LockUse is a builder's or step's need of a lock: one slot (counting), or
+// every slot (exclusive).
+type LockUse struct {
+	Lock      string `json:"lock"`
+	Exclusive bool   `json:"exclusive,omitempty"`
+}
+
+// LockHolder is a build (or one of its steps) holding or waiting for a lock.
+type LockHolder struct {
+	BuildID   int64     `json:"build_id,omitempty"`
+	RequestID int64     `json:"request_id,omitempty"` // waiters not yet started
+	Builder   string    `json:"builder"`
+	Number    int       `json:"number,omitempty"`
+	Step      int       `json:"step"` // -1: held by the whole build
+	Exclusive bool      `json:"exclusive,omitempty"`
+	Since     time.Time `json:"since"`
+}
+
+// LockState is one lock instance as it stands: its holders and waiters.
+type LockState struct {
+	Name    string       `json:"name"`
+	Scope   LockScope    `json:"scope"`
+	Worker  string       `json:"worker,omitempty"` // for a worker-scoped instance
+	Max     int          `json:"max"`
+	Holders []LockHolder `json:"holders"`
+	Waiters []LockHolder `json:"waiters"`
+}
