@@ -34,6 +34,8 @@ func (l *loader) module() *starlarkstruct.Module {
 		"builder":   starlark.NewBuiltin("drover.builder", l.builderFn),
 		"scheduler": starlark.NewBuiltin("drover.scheduler", l.schedulerFn),
 		"probe":     starlark.NewBuiltin("drover.probe", l.probeFn),
+		"lock":      starlark.NewBuiltin("drover.lock", l.lockFn),
+		"use":       starlark.NewBuiltin("drover.use", l.useFn),
 	}}
 }
 
@@ -46,7 +48,7 @@ func (l *loader) module() *starlarkstruct.Module {
 func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
 	m := defaultMaster()
-	var logMax, horizon, grace starlark.Value
+	var logMax, horizon, grace, reluctantAfter, expireAfter starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"title?", &m.Title,
 		"url?", &m.URL,
@@ -59,6 +61,8 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		"max_retries?", &m.MaxRetries,
 		"public_reads?", &m.PublicReads,
 		"allow_plaintext?", &m.AllowPlaintext,
+		"reluctant_after?", &reluctantAfter,
+		"expire_after?", &expireAfter,
 	); err != nil {
 		return nil, err
 	}
@@ -107,6 +111,20 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 	}
 	if m.MaxRetries < 0 {
 		l.errorf(s, "%s: max_retries must not be negative", fn.Name())
+	}
+	if !isNone(reluctantAfter) {
+		d, err := toDuration(reluctantAfter)
+		if err != nil {
+			l.errorf(s, "%s: reluctant_after: %v", fn.Name(), err)
+		}
+		m.ReluctantAfter = d
+	}
+	if !isNone(expireAfter) {
+		d, err := toDuration(expireAfter)
+		if err != nil {
+			l.errorf(s, "%s: expire_after: %v", fn.Name(), err)
+		}
+		m.ExpireAfter = d
 	}
 	l.master, l.masterPos = &m, s.line()
 	return starlark.None, nil
@@ -270,7 +288,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		KillGrace:      DefaultKillGrace,
 		Pos:            s.line(),
 	}
-	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract starlark.Value
+	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract, stepLocks starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"command", &command,
 		"name?", &name,
@@ -287,6 +305,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		"when?", &when,
 		"set_property?", &setProperty,
 		"extract?", &extract,
+		"locks?", &stepLocks,
 	); err != nil {
 		return nil, err
 	}
@@ -379,6 +398,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 	if !isNone(extract) {
 		spec.Extract = l.extract(errorf, extract)
 	}
+	spec.Locks = l.lockUses(errorf, stepLocks)
 	return &stepValue{spec: spec, site: s}, nil
 }
 
@@ -494,7 +514,7 @@ func (l *loader) extract(errorf errorfFunc, v starlark.Value) map[string]string 
 func (l *loader) builderFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
 	b := drover.Builder{Pos: s.line()}
-	var steps, requires, workers, classes, properties starlark.Value
+	var steps, requires, workers, classes, properties, locks, expireAfter starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"name", &b.Name,
 		"steps", &steps,
@@ -506,6 +526,8 @@ func (l *loader) builderFn(thread *starlark.Thread, fn *starlark.Builtin, args s
 		"priority?", &b.Priority,
 		"properties?", &properties,
 		"description?", &b.Description,
+		"locks?", &locks,
+		"expire_after?", &expireAfter,
 	); err != nil {
 		return nil, err
 	}
@@ -595,6 +617,14 @@ func (l *loader) builderFn(thread *starlark.Thread, fn *starlark.Builtin, args s
 	}
 	if b.MaxBuilds < 0 {
 		errorf("max_builds must not be negative")
+	}
+	b.Locks = l.lockUses(errorf, locks)
+	if !isNone(expireAfter) {
+		d, err := toDuration(expireAfter)
+		if err != nil {
+			errorf("expire_after: %v", err)
+		}
+		b.ExpireAfter = d
 	}
 	if record {
 		l.builders = append(l.builders, b)

@@ -21,6 +21,8 @@ type Config struct {
 	Builders   []drover.Builder `json:"builders"`
 	Schedulers []Scheduler      `json:"schedulers"`
 	Probes     []Probe          `json:"probes"`
+	// Locks are the declared counting semaphores, in definition order.
+	Locks []drover.LockDef `json:"locks"`
 	// Hash is the hex sha256 over the contents of every file loaded, in load
 	// order; the master compares it to tell whether a reload changes anything.
 	Hash string `json:"hash"`
@@ -54,6 +56,13 @@ type Master struct {
 	// AllowPlaintext accepts workers without TLS on any interface, not just
 	// loopback (default false).
 	AllowPlaintext bool `json:"allow_plaintext"`
+	// ReluctantAfter lets a reluctant worker take a request that has waited
+	// this long even though an eager worker could take it later (default
+	// 0: only when no eager worker online is eligible).
+	ReluctantAfter time.Duration `json:"reluctant_after,omitempty"`
+	// ExpireAfter cancels a pending request that has had no eligible worker
+	// online for this long (default 0: never); builders may set their own.
+	ExpireAfter time.Duration `json:"expire_after,omitempty"`
 }
 
 // Scheduler turns changes on a source into build requests.

@@ -54,6 +54,8 @@ type loader struct {
 	schedPos   map[string]string
 	probes     []Probe
 	probePos   map[string]string
+	locks      []*drover.LockDef
+	lockPos    map[string]string
 }
 
 // module is one loaded file, cached so that two loads of it share values
@@ -79,6 +81,7 @@ func newLoader(dir string) *loader {
 		builderPos: make(map[string]string),
 		schedPos:   make(map[string]string),
 		probePos:   make(map[string]string),
+		lockPos:    make(map[string]string),
 	}
 	l.thread = &starlark.Thread{
 		Name:  "config",
@@ -157,6 +160,10 @@ func (l *loader) config() *Config {
 	}
 	for _, s := range l.schedulers {
 		c.Schedulers = append(c.Schedulers, s.Scheduler)
+	}
+	c.Locks = make([]drover.LockDef, 0, len(l.locks))
+	for _, lk := range l.locks {
+		c.Locks = append(c.Locks, *lk)
 	}
 	if c.Builders == nil {
 		c.Builders = []drover.Builder{}

@@ -74,6 +74,7 @@ func cloneStep(s drover.StepSpec) drover.StepSpec {
 	s.DecodeRC = maps.Clone(s.DecodeRC)
 	s.When = slices.Clone(s.When)
 	s.Extract = maps.Clone(s.Extract)
+	s.Locks = slices.Clone(s.Locks)
 	if s.Source != nil {
 		src := *s.Source
 		src.Branches = slices.Clone(src.Branches)
