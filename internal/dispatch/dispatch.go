@@ -11,18 +11,27 @@
 //     meet the builder's requirements; pinned names, if any, match), with
 //     a free slot, whose availability is not draining or offline.
 //  3. A builder's MaxBuilds caps its running builds across the fleet.
-//  4. Among candidates: eager before reluctant; then a worker that already
-//     holds a checkout for this builder (an incremental build is cheaper);
-//     then the least loaded (fewest running builds per slot); then name, so
-//     decisions are deterministic.
+//  4. A reluctant worker is used only when no eager worker online is
+//     eligible for the builder, or once the request has waited longer
+//     than ReluctantAfter (when set).
+//  5. The builder's locks must all be free on the chosen worker (all or
+//     none). A request that waits for a lock reserves it: requests behind
+//     it in the queue may not take that lock instance, so an exclusive
+//     waiter is not starved by a stream of counting ones.
+//  6. Among candidates: a worker that already holds a checkout for this
+//     builder (an incremental build is cheaper); then the least loaded
+//     (fewest running builds per slot); then name, so decisions are
+//     deterministic.
 //
-// A request that cannot be placed does not block requests behind it: a
-// builder whose workers are all busy must not starve other builders.
+// A request that cannot be placed does not block requests behind it (except
+// on a lock it waits for): a builder whose workers are all busy must not
+// starve other builders. Every request left waiting gets a reason in words.
 package dispatch
 
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/drover-ci/drover"
@@ -40,9 +49,9 @@ type Request struct {
 type Worker struct {
 	Name         string
 	Facts        drover.Facts
-	Availability drover.Availability
-	Slots        int // builds it runs at once; at least 1
-	Running      int // builds it runs now
+	Availability drover.Availability // effective: the operator's override, else the worker's own
+	Slots        int                 // builds it runs at once; at least 1
+	Running      int                 // builds it runs now
 	// Checkouts names builders whose directory the worker already holds.
 	Checkouts map[string]bool
 }
@@ -54,6 +63,11 @@ type Snapshot struct {
 	Workers  []Worker
 	// RunningByBuilder counts running builds per builder, fleet-wide.
 	RunningByBuilder map[string]int
+	// Locks is the lock accounting now; Decide works on a copy.
+	Locks *LockTable
+	// ReluctantAfter lets reluctant workers take requests that waited this
+	// long; zero: only when no eager worker online is eligible.
+	ReluctantAfter time.Duration
 }
 
 // Assignment says: run request Request on worker Worker, because Why.
@@ -63,10 +77,19 @@ type Assignment struct {
 	Why     string
 }
 
-// Decide returns the assignments to make now. It never assigns more
-// builds to a worker than its free slots, nor more builds of a builder than
-// its MaxBuilds.
-func Decide(s Snapshot, now time.Time) []Assignment {
+// Decision is what Decide returns: the assignments to make now, and for
+// every other request, why it waits. NoEligible lists the requests with no
+// eligible worker online at all (they may expire).
+type Decision struct {
+	Assignments []Assignment
+	Waiting     map[int64]string
+	NoEligible  map[int64]bool
+}
+
+// Decide plans assignments for the snapshot at time now. It never assigns
+// more builds to a worker than its free slots, more builds of a builder than
+// its MaxBuilds, or a lock beyond its capacity.
+func Decide(s Snapshot, now time.Time) Decision {
 	reqs := append([]Request(nil), s.Requests...)
 	sort.SliceStable(reqs, func(i, j int) bool {
 		a, b := reqs[i], reqs[j]
@@ -84,11 +107,21 @@ func Decide(s Snapshot, now time.Time) []Assignment {
 		if workers[i].Slots < 1 {
 			workers[i].Slots = 1
 		}
+		if workers[i].Availability == "" {
+			workers[i].Availability = drover.Eager
+		}
 	}
 	running := make(map[string]int, len(s.RunningByBuilder))
 	for k, v := range s.RunningByBuilder {
 		running[k] = v
 	}
+	locks := s.Locks
+	if locks == nil {
+		locks = NewLockTable(nil)
+	}
+	locks = locks.Clone()
+	reserved := map[LockKey]int64{} // lock instance → the request waiting for it first
+
 	// Eligibility depends only on (builder, worker): compute it once per pair.
 	eligible := map[[2]string]bool{}
 	isEligible := func(b *drover.Builder, w *Worker) bool {
@@ -101,52 +134,120 @@ func Decide(s Snapshot, now time.Time) []Assignment {
 		return ok
 	}
 
-	var out []Assignment
+	d := Decision{Waiting: map[int64]string{}, NoEligible: map[int64]bool{}}
 	for _, r := range reqs {
 		b, ok := s.Builders[r.Builder]
 		if !ok {
-			continue // the master cancels requests of removed builders
+			d.Waiting[r.ID] = fmt.Sprintf("builder %s is not in the config", r.Builder)
+			continue
 		}
 		if b.MaxBuilds > 0 && running[b.Name] >= b.MaxBuilds {
+			d.Waiting[r.ID] = fmt.Sprintf("builder at its max_builds (%d running)", running[b.Name])
 			continue
 		}
-		best := -1
+		var online, eager, free, freeEager []*Worker
+		var unavailable []string
 		for i := range workers {
 			w := &workers[i]
-			if !takesWork(w) || !isEligible(b, w) {
+			if !isEligible(b, w) {
 				continue
 			}
-			if best < 0 || better(w, &workers[best], b.Name) {
-				best = i
+			online = append(online, w)
+			if !w.Availability.TakesWork() {
+				unavailable = append(unavailable, fmt.Sprintf("%s is %s", w.Name, w.Availability))
+				continue
+			}
+			if w.Availability == drover.Eager {
+				eager = append(eager, w)
+			}
+			if w.Running < w.Slots {
+				free = append(free, w)
+				if w.Availability == drover.Eager {
+					freeEager = append(freeEager, w)
+				}
 			}
 		}
-		if best < 0 {
+		switch {
+		case len(online) == 0:
+			d.Waiting[r.ID] = "no eligible worker online"
+			d.NoEligible[r.ID] = true
+			continue
+		case len(free) == 0 && len(unavailable) == len(online):
+			d.Waiting[r.ID] = "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")
+			continue
+		case len(free) == 0:
+			d.Waiting[r.ID] = fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))
 			continue
 		}
-		w := &workers[best]
-		out = append(out, Assignment{Request: r.ID, Worker: w.Name, Why: why(w, b.Name)})
-		w.Running++
+		candidates := freeEager
+		if len(candidates) == 0 {
+			waited := now.Sub(r.Submitted)
+			switch {
+			case len(eager) == 0:
+				candidates = free // only reluctant workers are eligible: use them
+			case s.ReluctantAfter > 0 && waited >= s.ReluctantAfter:
+				candidates = free
+			default:
+				msg := "only reluctant workers free; waiting for an eager one"
+				if s.ReluctantAfter > 0 {
+					msg += fmt.Sprintf(" (or %s more)", (s.ReluctantAfter - waited).Round(time.Second))
+				}
+				d.Waiting[r.ID] = msg
+				continue
+			}
+		}
+		sort.SliceStable(candidates, func(i, j int) bool { return better(candidates[i], candidates[j], b.Name) })
+		var chosen *Worker
+		var blocker string
+		for _, w := range candidates {
+			keys := locks.Keys(b.Locks, w.Name)
+			if first := reservedBy(reserved, keys, r.ID); first != 0 {
+				if blocker == "" {
+					blocker = fmt.Sprintf("waiting behind request %d for a lock", first)
+				}
+				continue
+			}
+			if why := locks.Blocker(b.Locks, w.Name); why != "" {
+				if blocker == "" {
+					blocker = why
+				}
+				continue
+			}
+			chosen = w
+			break
+		}
+		if chosen == nil {
+			d.Waiting[r.ID] = blocker
+			for _, w := range candidates {
+				for _, k := range locks.Keys(b.Locks, w.Name) {
+					if _, ok := reserved[k]; !ok {
+						reserved[k] = r.ID
+					}
+				}
+			}
+			continue
+		}
+		locks.Take(b.Locks, chosen.Name, drover.LockHolder{RequestID: r.ID, Builder: b.Name, Step: -1, Since: now})
+		d.Assignments = append(d.Assignments, Assignment{Request: r.ID, Worker: chosen.Name, Why: why(chosen, b.Name)})
+		chosen.Running++
 		running[b.Name]++
 	}
-	return out
+	return d
 }
 
-func takesWork(w *Worker) bool {
-	if w.Running >= w.Slots {
-		return false
+// reservedBy returns the first request other than self that reserved any
+// of keys, or 0.
+func reservedBy(reserved map[LockKey]int64, keys []LockKey, self int64) int64 {
+	for _, k := range keys {
+		if id, ok := reserved[k]; ok && id != self {
+			return id
+		}
 	}
-	switch w.Availability {
-	case drover.Draining, drover.Offline:
-		return false
-	}
-	return true
+	return 0
 }
 
 // better reports whether a is a better choice than b for builder.
 func better(a, b *Worker, builder string) bool {
-	if ra, rb := a.Availability == drover.Reluctant, b.Availability == drover.Reluctant; ra != rb {
-		return rb
-	}
 	if ca, cb := a.Checkouts[builder], b.Checkouts[builder]; ca != cb {
 		return ca
 	}
@@ -163,7 +264,7 @@ func why(w *Worker, builder string) string {
 		s += "; holds a checkout of this builder"
 	}
 	if w.Availability == drover.Reluctant {
-		s += "; reluctant, but no eager worker could take it"
+		s += "; reluctant, used as no eager worker could take it"
 	}
 	return s
 }

@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 			want:     []Assignment{{Request: 1, Worker: "b"}},
 		},
 		{
-			name:     "eager before reluctant, draining and offline take nothing",
+			name:     "eager before reluctant; reluctant waits while an eager one is online; draining and offline take nothing",
 			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}, {ID: 2, Builder: "lin", Submitted: t0.Add(1)}},
 			workers: []Worker{
 				{Name: "a", Facts: linux, Availability: drover.Reluctant, Checkouts: map[string]bool{"lin": true}},
@@ -79,7 +79,16 @@ func TestDecide(t *testing.T) {
 				{Name: "c", Facts: linux, Availability: drover.Draining},
 				{Name: "d", Facts: linux, Availability: drover.Offline},
 			},
-			want: []Assignment{{Request: 1, Worker: "b"}, {Request: 2, Worker: "a"}},
+			want: []Assignment{{Request: 1, Worker: "b"}},
+		},
+		{
+			name:     "reluctant used when no eager worker is eligible",
+			requests: []Request{{ID: 1, Builder: "lin", Submitted: t0}},
+			workers: []Worker{
+				{Name: "a", Facts: linux, Availability: drover.Reluctant},
+				{Name: "m", Facts: mac, Availability: drover.Eager},
+			},
+			want: []Assignment{{Request: 1, Worker: "a"}},
 		},
 		{
 			name:     "max builds caps the builder fleet-wide, others still served",
@@ -113,7 +122,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Decide(Snapshot{Requests: tt.requests, Builders: builders, Workers: tt.workers, RunningByBuilder: tt.running}, t0)
+			got := Decide(Snapshot{Requests: tt.requests, Builders: builders, Workers: tt.workers, RunningByBuilder: tt.running}, t0).Assignments
 			for i := range got {
 				if got[i].Why == "" {
 					t.Errorf("assignment %d has no reason", i)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/dispatch"
 	"github.com/drover-ci/drover/internal/events"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
@@ -86,6 +87,7 @@ func (m *Master) startBuild(b drover.Build, builder drover.Builder) {
 		// recovery, like any build a stopped master leaves behind.
 		m.mu.Unlock()
 		cancel(nil)
+		m.locks.release(b.ID, dispatch.AllSteps)
 		return
 	}
 	m.wg.Add(1) // under mu, so it never races stopBuilds' Wait
@@ -100,6 +102,7 @@ func (m *Master) startBuild(b drover.Build, builder drover.Builder) {
 		defer m.wg.Done()
 		defer cancel(nil)
 		r.run()
+		m.locks.release(b.ID, dispatch.AllSteps)
 		m.mu.Lock()
 		delete(m.builds, b.ID)
 		m.running[b.Worker]--
@@ -181,7 +184,7 @@ func (r *buildRun) run() {
 			r.skip(st, "not run: condition false")
 			continue
 		}
-		sr, ssum, newProps := r.runStep(st, spec, props, facts)
+		sr, ssum, newProps := r.runStepWithLocks(st, spec, props, facts)
 		for k, v := range newProps {
 			props[k] = v
 		}
@@ -245,6 +248,34 @@ func (r *buildRun) finish(result drover.Result, summary string, requeue bool) {
 	if requeue {
 		m.kick()
 	}
+}
+
+// runStepWithLocks takes the step's locks (waiting its turn, all or none),
+// runs the step, and releases them.
+func (r *buildRun) runStepWithLocks(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
+	if len(spec.Locks) == 0 {
+		return r.runStep(st, spec, props, facts)
+	}
+	m := r.m
+	b := &r.build
+	holder := drover.LockHolder{BuildID: b.ID, RequestID: b.RequestID, Builder: b.Builder, Number: b.Number, Step: st.Index, Since: m.now()}
+	st.State, st.Summary = drover.StepPending, "waiting for locks"
+	if err := m.store.UpdateStep(context.WithoutCancel(r.ctx), st); err != nil {
+		m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
+	}
+	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
+	if err := m.locks.acquire(r.ctx, spec.Locks, b.Worker, holder); err != nil {
+		res := drover.Cancelled
+		if errors.Is(err, errMasterStopping) {
+			res = drover.Retry
+		}
+		r.skip(st, "stopped while waiting for locks")
+		return res, "stopped while waiting for locks", nil
+	}
+	defer m.kick() // a released lock may let a queued build start
+	defer m.locks.release(b.ID, st.Index)
+	st.Summary = ""
+	return r.runStep(st, spec, props, facts)
 }
 
 // runStep runs one step's command on the build's worker and returns its

@@ -101,6 +101,9 @@ type Master struct {
 	running   map[string]int      // running builds per worker
 	checkouts map[string]map[string]bool
 	overrides map[string]drover.AvailabilityOverride // operators' availability by worker
+	waiting   map[int64]string                       // why each pending request waits, as of the last dispatch
+	noWorker  map[int64]time.Time                    // since when a pending request has had no eligible worker online
+	locks     *lockManager
 	closed    bool
 }
 
@@ -124,9 +127,11 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
 		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
 		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
+		waiting: map[int64]string{}, noWorker: map[int64]time.Time{},
 	}
 	cfg := o.Config
 	m.cfg.Store(cfg)
+	m.locks = newLockManager(cfg.Locks)
 	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: o.Now()}
 
 	dsn := cfg.Master.Database

@@ -49,6 +49,7 @@ func (m *Master) Reload(ctx context.Context, path string) error {
 	}
 	old := m.config()
 	m.cfg.Store(cfg)
+	m.locks.setDefs(cfg.Locks)
 	m.reload.mu.Lock()
 	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: now}
 	m.reload.mu.Unlock()

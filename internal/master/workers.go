@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/dispatch"
 	"github.com/drover-ci/drover/internal/events"
 	"github.com/drover-ci/drover/internal/store"
@@ -54,10 +57,21 @@ func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand
 
 // sessionWorker is the store's view of a session's worker.
 func (m *Master) sessionWorker(s *workerhub.Session) *drover.Worker {
+	a, reason := s.Availability()
 	return &drover.Worker{
 		Name: s.Name, Facts: s.Facts(), Labels: drover.Properties(s.Labels), Version: s.Version,
-		OS: s.OS, Arch: s.Arch, Availability: s.Availability(), Address: s.Addr,
+		OS: s.OS, Arch: s.Arch, Availability: a, AvailabilityReason: reason, Address: s.Addr,
 	}
+}
+
+// effectiveAvailability is what dispatch applies to a session's worker: an
+// operator's override, else the worker's own. Called with m.mu held.
+func (m *Master) effectiveAvailabilityLocked(s *workerhub.Session) drover.Availability {
+	if o, ok := m.overrides[s.Name]; ok {
+		return o.Availability
+	}
+	a, _ := s.Availability()
+	return a
 }
 
 // WorkerDisconnected marks the worker gone, unless it has already come
@@ -158,31 +172,51 @@ func (m *Master) CommandFinished(s *workerhub.Session, f *pb.Finished) error {
 }
 
 // dispatchLoop matches pending requests to workers whenever something
-// changes: a request added, a worker connected or freed.
+// changes: a request added, a worker connected or freed, a lock released,
+// an availability changed. It also wakes at the next time-based decision
+// (a reluctant worker's wait ending, a request expiring), never on a poll.
 func (m *Master) dispatchLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.wake:
+		case <-timer.C:
 		}
-		if err := m.dispatchOnce(ctx); err != nil && ctx.Err() == nil {
+		next, err := m.dispatchOnce(ctx)
+		if err != nil && ctx.Err() == nil {
 			m.logger.Error("dispatch", "err", err)
+		}
+		timer.Stop()
+		if !next.IsZero() {
+			timer.Reset(max(10*time.Millisecond, next.Sub(m.now())))
 		}
 	}
 }
 
-func (m *Master) dispatchOnce(ctx context.Context) error {
+// dispatchOnce makes one round of decisions and returns when the next
+// time-based one is due (zero: none).
+func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	m.met.pending.Set(float64(len(pending)))
+	now := m.now()
 	if len(pending) == 0 {
-		return nil
+		m.mu.Lock()
+		clear(m.waiting)
+		clear(m.noWorker)
+		m.mu.Unlock()
+		return time.Time{}, nil
 	}
 	cfg := m.config()
-	snap := dispatch.Snapshot{Builders: map[string]*drover.Builder{}, RunningByBuilder: map[string]int{}}
+	locks, queued := m.locks.snapshot()
+	snap := dispatch.Snapshot{Builders: map[string]*drover.Builder{}, RunningByBuilder: map[string]int{},
+		Locks: locks, ReluctantAfter: cfg.Master.ReluctantAfter}
 	for i := range cfg.Builders {
 		snap.Builders[cfg.Builders[i].Name] = &cfg.Builders[i]
 	}
@@ -194,33 +228,115 @@ func (m *Master) dispatchOnce(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil
+		return time.Time{}, nil
 	}
 	for _, r := range m.builds {
 		snap.RunningByBuilder[r.build.Builder]++
 	}
 	for _, s := range m.hub.Sessions() {
 		snap.Workers = append(snap.Workers, dispatch.Worker{
-			Name: s.Name, Facts: s.Facts(), Availability: s.Availability(), Slots: s.MaxBuilds,
+			Name: s.Name, Facts: s.Facts(), Availability: m.effectiveAvailabilityLocked(s), Slots: s.MaxBuilds,
 			Running: m.running[s.Name], Checkouts: m.checkouts[s.Name],
 		})
 	}
 	m.mu.Unlock()
 	sort.Slice(snap.Workers, func(i, j int) bool { return snap.Workers[i].Name < snap.Workers[j].Name })
 
-	for _, a := range dispatch.Decide(snap, m.now()) {
+	d := dispatch.Decide(snap, now)
+	for _, a := range d.Assignments {
 		req := byID[a.Request]
 		builder := snap.Builders[req.Builder]
-		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: m.now()}
+		holder := drover.LockHolder{RequestID: req.ID, Builder: req.Builder, Step: -1, Since: now}
+		if !m.locks.takeForRequest(builder.Locks, a.Worker, holder) {
+			d.Waiting[req.ID] = "waiting for a lock a running build's step is queued for"
+			continue
+		}
+		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now}
 		if err := m.store.ClaimRequest(ctx, req.ID, &b); err != nil {
+			m.locks.releaseRequest(req.ID)
 			if drover.KindOf(err) == drover.Conflict {
 				continue // cancelled or claimed meanwhile
 			}
-			return fmt.Errorf("claim request %d: %w", req.ID, err)
+			return time.Time{}, fmt.Errorf("claim request %d: %w", req.ID, err)
 		}
-		m.met.dispatchLatency.Observe(m.now().Sub(req.Submitted).Seconds())
+		m.locks.bind(req.ID, b.ID, b.Number)
+		m.met.dispatchLatency.Observe(now.Sub(req.Submitted).Seconds())
 		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
 		m.startBuild(b, *builder)
 	}
-	return nil
+	_ = queued // the lock manager re-checks queued step waiters in takeForRequest
+	return m.recordWaiting(ctx, cfg, byID, d, now)
+}
+
+// recordWaiting keeps each waiting request's reason for the queue view,
+// expires requests that have had no eligible worker online for too long,
+// and returns when the next time-based decision is due.
+func (m *Master) recordWaiting(ctx context.Context, cfg *config.Config, byID map[int64]drover.BuildRequest, d dispatch.Decision, now time.Time) (time.Time, error) {
+	var next time.Time
+	due := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	var expired []drover.BuildRequest
+	m.mu.Lock()
+	clear(m.waiting)
+	for id, why := range d.Waiting {
+		m.waiting[id] = why
+	}
+	for id := range m.noWorker {
+		if !d.NoEligible[id] {
+			delete(m.noWorker, id)
+		}
+	}
+	for id := range d.NoEligible {
+		since, ok := m.noWorker[id]
+		if !ok {
+			since = now
+			m.noWorker[id] = since
+		}
+		req := byID[id]
+		expire := cfg.Master.ExpireAfter
+		if b, ok := m.Builder(req.Builder); ok && b.ExpireAfter > 0 {
+			expire = b.ExpireAfter
+		}
+		if expire <= 0 {
+			continue
+		}
+		if now.Sub(since) >= expire {
+			expired = append(expired, req)
+			continue
+		}
+		due(since.Add(expire))
+	}
+	m.mu.Unlock()
+	if ra := cfg.Master.ReluctantAfter; ra > 0 {
+		for id, why := range d.Waiting {
+			if strings.HasPrefix(why, "only reluctant workers free") {
+				due(byID[id].Submitted.Add(ra))
+			}
+		}
+	}
+	for _, req := range expired {
+		reason := fmt.Sprintf("expired: no eligible worker online for %s", now.Sub(m.noWorkerSince(req.ID, now)).Round(time.Second))
+		if err := m.store.CancelRequest(ctx, req.ID, reason); err != nil && drover.KindOf(err) != drover.Conflict {
+			return next, fmt.Errorf("expire request %d: %w", req.ID, err)
+		}
+		m.mu.Lock()
+		delete(m.noWorker, req.ID)
+		delete(m.waiting, req.ID)
+		m.mu.Unlock()
+		m.logger.Warn("request expired", "request", req.ID, "builder", req.Builder, "reason", reason)
+		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
+	}
+	return next, nil
+}
+
+func (m *Master) noWorkerSince(id int64, now time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.noWorker[id]; ok {
+		return t
+	}
+	return now
 }

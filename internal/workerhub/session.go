@@ -33,6 +33,7 @@ type Session struct {
 	mu           sync.Mutex
 	facts        drover.Facts
 	availability drover.Availability
+	availReason  string
 	lastSeen     time.Time
 }
 
@@ -48,6 +49,7 @@ func newSession(ctx context.Context, cancel context.CancelCauseFunc, hello *pb.H
 	}
 	s.facts = factsFromProto(hello.GetFacts())
 	s.availability = parseAvailability(hello.GetAvailability())
+	s.availReason = hello.GetAvailabilityReason()
 	return s
 }
 
@@ -59,9 +61,10 @@ func factsFromProto(m map[string]*pb.FactValues) drover.Facts {
 	return f
 }
 
+// parseAvailability reads a worker's availability; an empty or unknown
+// one (a newer worker's?) is eager, as a worker that says nothing is.
 func parseAvailability(s string) drover.Availability {
-	switch a := drover.Availability(s); a {
-	case drover.Eager, drover.Reluctant, drover.Draining, drover.Offline:
+	if a, err := drover.ParseAvailability(s); err == nil {
 		return a
 	}
 	return drover.Eager
@@ -82,11 +85,12 @@ func (s *Session) Facts() drover.Facts {
 	return f
 }
 
-// Availability returns what the worker last said of its availability.
-func (s *Session) Availability() drover.Availability {
+// Availability returns what the worker last said of its availability, and
+// why.
+func (s *Session) Availability() (drover.Availability, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.availability
+	return s.availability, s.availReason
 }
 
 // LastSeen is when the worker last sent anything.
@@ -110,6 +114,7 @@ func (s *Session) updateFacts(u *pb.FactsUpdate) {
 	}
 	if u.GetAvailability() != "" {
 		s.availability = parseAvailability(u.GetAvailability())
+		s.availReason = u.GetAvailabilityReason()
 	}
 }
 
