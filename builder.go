@@ -22,6 +22,10 @@ type Builder struct {
 	// Locks are taken, all or none, before the build starts and held to its
 	// end.
 	Locks []LockUse `json:"locks,omitempty"`
+	// Collapse lets a newer scheduler-made request for the same branch
+	// replace older pending ones (newest wins); forced requests never
+	// collapse.
+	Collapse bool `json:"collapse"`
 	// ExpireAfter cancels a pending request that has had no eligible worker
 	// online for this long; zero: the master's setting.
 	ExpireAfter time.Duration `json:"expire_after,omitempty"`

@@ -73,3 +73,55 @@ drover.builder(name = "plan9", requires = {"os": "plan9"}, steps = [drover.shell
 		t.Errorf("build IDs (start order) low1=%d low2=%d high=%d; want low2 < high < low1", order[0], order[1], order[2])
 	}
 }
+
+// Changes that pile up while a builder is busy collapse into one build of
+// the newest (as Buildbot users expect); the older requests say why.
+func TestCollapseNewestWins(t *testing.T) {
+	t.Parallel()
+	gate := filepath.Join(t.TempDir(), "go-on")
+	repo := testenv.NewRepo(t, map[string]string{"a": "1"})
+	m := testenv.StartMaster(t, fmt.Sprintf(`
+src = drover.git(%q, branches = ["main"])
+drover.builder(name = "blocker", steps = [drover.shell("while [ ! -f %s ]; do sleep 0.1; done")])
+drover.builder(name = "ci", steps = [drover.shell("echo building %%(prop:revision)s")])
+drover.scheduler("main", source = src, branch = "main", builders = ["ci"])
+`, repo, gate))
+	m.StartWorker(t, "w1")
+	ctx := context.Background()
+	block := m.Force(t, "blocker", api.ForceRequest{})
+	m.WaitFor(t, time.Minute, "the blocker to start", func() bool {
+		rd, err := m.Client.Request(ctx, block.ID)
+		return err == nil && len(rd.Builds) > 0
+	})
+	var revs []string
+	for i := 0; i < 3; i++ {
+		rev := testenv.Commit(t, repo, map[string]string{"a": fmt.Sprint(i + 2)}, fmt.Sprint("change ", i))
+		revs = append(revs, rev)
+		if _, err := m.Client.SendChange(ctx, &drover.Change{Repository: repo, Branch: "main", Revision: rev, Author: "ada"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.WaitFor(t, 30*time.Second, "three requests for ci", func() bool {
+		rs, err := m.Client.Requests(ctx, api.RequestQuery{Builder: "ci"})
+		return err == nil && len(rs) == 3
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitFor(t, time.Minute, "one build of the newest revision, the others collapsed", func() bool {
+		rs, err := m.Client.Requests(ctx, api.RequestQuery{Builder: "ci"})
+		if err != nil {
+			return false
+		}
+		finished, collapsed := 0, 0
+		for _, r := range rs {
+			switch {
+			case r.State == drover.RequestFinished && r.Source.Revision == revs[2]:
+				finished++
+			case r.State == drover.RequestCancelled && strings.Contains(r.CancelReason, "collapsed into request"):
+				collapsed++
+			}
+		}
+		return finished == 1 && collapsed == 2
+	})
+}

@@ -513,7 +513,7 @@ func (l *loader) extract(errorf errorfFunc, v starlark.Value) map[string]string 
 
 func (l *loader) builderFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
-	b := drover.Builder{Pos: s.line()}
+	b := drover.Builder{Pos: s.line(), Collapse: true}
 	var steps, requires, workers, classes, properties, locks, expireAfter starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"name", &b.Name,
@@ -528,6 +528,7 @@ func (l *loader) builderFn(thread *starlark.Thread, fn *starlark.Builtin, args s
 		"description?", &b.Description,
 		"locks?", &locks,
 		"expire_after?", &expireAfter,
+		"collapse?", &b.Collapse,
 	); err != nil {
 		return nil, err
 	}

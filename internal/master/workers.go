@@ -220,6 +220,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	for i := range cfg.Builders {
 		snap.Builders[cfg.Builders[i].Name] = &cfg.Builders[i]
 	}
+	pending = m.collapse(ctx, pending, snap.Builders)
 	byID := map[int64]drover.BuildRequest{}
 	for _, r := range pending {
 		byID[r.ID] = r
