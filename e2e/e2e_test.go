@@ -276,6 +276,10 @@ drover.builder(name = "shared", requires = {"pool": "blue"}, steps = [drover.she
 			t.Errorf("red-1 eligibility = %+v", e)
 		}
 	}
+	out, code := testenv.Run(t, time.Minute, m.Env(), "why", "shared", "red-1")
+	if code != 0 || !strings.Contains(out, "red-1: NOT eligible for shared") || !strings.Contains(out, "pool: is red, required blue") {
+		t.Errorf("drover why: exit %d\n%s", code, out)
+	}
 }
 
 // A worker with a wrong token is refused and logged; nothing is registered.

@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		checkconfigCmd(g),
 		quickstartCmd(g),
 		tokenCmd(g),
+		whyCmd(g),
 	)
 	root.AddCommand(clientCmds(g)...)
 	return root.ExecuteContext(ctx)
