@@ -36,6 +36,7 @@ func (l *loader) module() *starlarkstruct.Module {
 		"probe":     starlark.NewBuiltin("drover.probe", l.probeFn),
 		"lock":      starlark.NewBuiltin("drover.lock", l.lockFn),
 		"use":       starlark.NewBuiltin("drover.use", l.useFn),
+		"worker":    starlark.NewBuiltin("drover.worker", l.workerFn),
 	}}
 }
 

@@ -23,6 +23,8 @@ type Config struct {
 	Probes     []Probe          `json:"probes"`
 	// Locks are the declared counting semaphores, in definition order.
 	Locks []drover.LockDef `json:"locks"`
+	// Workers are the master's settings for named workers, by name.
+	Workers []WorkerConfig `json:"workers"`
 	// Hash is the hex sha256 over the contents of every file loaded, in load
 	// order; the master compares it to tell whether a reload changes anything.
 	Hash string `json:"hash"`
@@ -166,4 +168,14 @@ func readError(path string, err error) error {
 		return drover.Errorf(drover.NotFound, "config %s: %w", path, err)
 	}
 	return drover.Errorf(drover.Invalid, "config %s: %w", path, err)
+}
+
+// WorkerFacts returns the facts the config sets for worker name, or nil.
+func (c *Config) WorkerFacts(name string) drover.Facts {
+	for _, w := range c.Workers {
+		if w.Name == name {
+			return w.Facts
+		}
+	}
+	return nil
 }

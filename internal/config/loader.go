@@ -56,6 +56,8 @@ type loader struct {
 	probePos   map[string]string
 	locks      []*drover.LockDef
 	lockPos    map[string]string
+	workers    []WorkerConfig
+	workerPos  map[string]string
 }
 
 // module is one loaded file, cached so that two loads of it share values
@@ -82,6 +84,7 @@ func newLoader(dir string) *loader {
 		schedPos:   make(map[string]string),
 		probePos:   make(map[string]string),
 		lockPos:    make(map[string]string),
+		workerPos:  make(map[string]string),
 	}
 	l.thread = &starlark.Thread{
 		Name:  "config",
@@ -161,6 +164,7 @@ func (l *loader) config() *Config {
 	for _, s := range l.schedulers {
 		c.Schedulers = append(c.Schedulers, s.Scheduler)
 	}
+	c.Workers = sortedWorkers(l.workers)
 	c.Locks = make([]drover.LockDef, 0, len(l.locks))
 	for _, lk := range l.locks {
 		c.Locks = append(c.Locks, *lk)

@@ -187,9 +187,9 @@ func (m *Master) Eligibility(ctx context.Context, builder string) ([]drover.Elig
 	for _, w := range workers {
 		facts := w.Facts
 		if s, ok := m.hub.Session(w.Name); ok {
-			facts = s.Facts()
-		} else if len(w.Labels) > 0 {
-			facts = facts.Merge(labelFacts(w.Labels))
+			facts = m.facts(s)
+		} else {
+			facts = facts.Merge(labelFacts(w.Labels)).Merge(m.config().WorkerFacts(w.Name))
 		}
 		e := drover.CheckEligibility(b, w.Name, facts)
 		if _, ok := m.hub.Session(w.Name); !ok {

@@ -155,7 +155,7 @@ func (r *buildRun) run() {
 	}
 	var facts drover.Facts
 	if s, ok := m.hub.Session(b.Worker); ok {
-		facts = s.Facts()
+		facts = m.facts(s)
 	}
 
 	steps := make([]drover.Step, len(r.builder.Steps))

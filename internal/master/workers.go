@@ -59,7 +59,7 @@ func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand
 func (m *Master) sessionWorker(s *workerhub.Session) *drover.Worker {
 	a, reason := s.Availability()
 	return &drover.Worker{
-		Name: s.Name, Facts: s.Facts(), Labels: drover.Properties(s.Labels), Version: s.Version,
+		Name: s.Name, Facts: m.facts(s), Labels: drover.Properties(s.Labels), Version: s.Version,
 		OS: s.OS, Arch: s.Arch, Availability: a, AvailabilityReason: reason, Address: s.Addr,
 	}
 }
@@ -236,7 +236,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	}
 	for _, s := range m.hub.Sessions() {
 		snap.Workers = append(snap.Workers, dispatch.Worker{
-			Name: s.Name, Facts: s.Facts(), Availability: m.effectiveAvailabilityLocked(s), Slots: s.MaxBuilds,
+			Name: s.Name, Facts: m.facts(s), Availability: m.effectiveAvailabilityLocked(s), Slots: s.MaxBuilds,
 			Running: m.running[s.Name], Checkouts: m.checkouts[s.Name],
 		})
 	}
@@ -340,4 +340,10 @@ func (m *Master) noWorkerSince(id int64, now time.Time) time.Time {
 		return t
 	}
 	return now
+}
+
+// facts are a connected worker's facts as dispatch sees them: what it
+// reports, with its labels, overridden by what the config sets for it.
+func (m *Master) facts(s *workerhub.Session) drover.Facts {
+	return s.Facts().Merge(m.config().WorkerFacts(s.Name))
 }
