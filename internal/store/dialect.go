@@ -23,6 +23,17 @@ type dialect struct {
 	// another one holds instead of waiting for them. SQLite needs nothing:
 	// a writing transaction already holds the whole database.
 	skipLocked string
+	// lockBuilder, when set, is a statement taking one argument, a
+	// builder's name, that makes claims for that builder take turns until
+	// their transactions end, so that each reads the highest build number
+	// the previous one wrote. SQLite needs nothing: its write lock
+	// already serializes every claim.
+	lockBuilder string
+	// lockMigration, when set, runs first in every migration transaction
+	// and holds off other processes migrating the same database until it
+	// ends, so that two masters starting at once do not both create a
+	// table. SQLite needs nothing: its write transactions are IMMEDIATE.
+	lockMigration string
 	// isUnique and isForeignKey classify constraint violations, which the
 	// store reports as Conflict and NotFound.
 	isUnique     func(error) bool

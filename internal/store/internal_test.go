@@ -1,9 +1,13 @@
 package store
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestRebind(t *testing.T) {
@@ -75,5 +79,58 @@ func TestEmbeddedSQLiteMigrations(t *testing.T) {
 		if m.version != i+1 {
 			t.Fatalf("migration %s has version %d, want %d: versions must count up from 1 with no gap", m.name, m.version, i+1)
 		}
+	}
+}
+
+// TestPostgresMigrationsLineUp checks that the engines' migrations carry
+// the same versions and names, so that a schema version means the same
+// on both and a fix to one engine's schema is not forgotten in the other.
+func TestPostgresMigrationsLineUp(t *testing.T) {
+	lite, err := loadMigrations(newSQLite().migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := loadMigrations(newPostgres().migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(ms []migration) []string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, fmt.Sprintf("%d %s", m.version, m.name))
+		}
+		return out
+	}
+	if got, want := strings.Join(names(pg), ", "), strings.Join(names(lite), ", "); got != want {
+		t.Fatalf("postgres migrations: %s\nsqlite migrations:   %s\nwant the same versions and names", got, want)
+	}
+}
+
+func TestPostgresErrorClasses(t *testing.T) {
+	d := newPostgres()
+	wrap := func(code string) error {
+		return fmt.Errorf("insert: %w", &pgconn.PgError{Code: code, Message: "violation"})
+	}
+	tests := []struct {
+		name         string
+		err          error
+		unique, fkey bool
+	}{
+		{"unique", wrap("23505"), true, false},
+		{"foreign key", wrap("23503"), false, true},
+		{"check", wrap("23514"), false, false},
+		{"not postgres", errors.New("23505"), false, false},
+		{"nil", nil, false, false},
+	}
+	for _, tc := range tests {
+		if got := d.isUnique(tc.err); got != tc.unique {
+			t.Errorf("%s: isUnique = %v, want %v", tc.name, got, tc.unique)
+		}
+		if got := d.isForeignKey(tc.err); got != tc.fkey {
+			t.Errorf("%s: isForeignKey = %v, want %v", tc.name, got, tc.fkey)
+		}
+	}
+	if q := d.rebind(`SELECT x FROM t WHERE id = ?` + d.skipLocked); q != `SELECT x FROM t WHERE id = $1 FOR UPDATE SKIP LOCKED` {
+		t.Errorf("claim query = %q", q)
 	}
 }

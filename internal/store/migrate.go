@@ -62,8 +62,16 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 // crash leaves the schema at some whole version. It refuses a database
 // that has a migration this binary does not know: an older drover must not
 // write to a schema it does not understand.
+//
+// On engines with a migration lock (PostgreSQL), each transaction takes it
+// first, so masters starting together on one database migrate one at a
+// time; the one that comes second finds the work done.
 func migrate(ctx context.Context, d *dialect, db *sql.DB, ms []migration) error {
-	if _, err := db.ExecContext(ctx, createMigrationsTable); err != nil {
+	err := inMigrationTx(ctx, d, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, createMigrationsTable)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied, err := appliedVersions(ctx, d, db)
@@ -115,29 +123,50 @@ func appliedVersions(ctx context.Context, d *dialect, db *sql.DB) (map[int]bool,
 }
 
 func applyMigration(ctx context.Context, d *dialect, db *sql.DB, m migration) error {
+	err := inMigrationTx(ctx, d, db, func(tx *sql.Tx) error {
+		// Another process may have applied it since we looked; the check
+		// and the change are in one transaction (holding the migration
+		// lock where the engine has one), so only one of them does.
+		var n int
+		if err := tx.QueryRowContext(ctx, d.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, d.rebind(`INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`),
+			m.version, m.name, time.Now().UnixNano()); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migration %s: %w", m.name, err)
+	}
+	return nil
+}
+
+// inMigrationTx runs fn in a transaction that first takes d's migration
+// lock, if it has one, and commits when fn returns nil.
+func inMigrationTx(ctx context.Context, d *dialect, db *sql.DB, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migration %s: begin: %w", m.name, err)
+		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	// Another process may have applied it since we looked; the check and
-	// the change are in one transaction, so only one of them does.
-	var n int
-	if err := tx.QueryRowContext(ctx, d.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version).Scan(&n); err != nil {
-		return fmt.Errorf("migration %s: %w", m.name, err)
+	if d.lockMigration != "" {
+		if _, err := tx.ExecContext(ctx, d.lockMigration); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
 	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return fmt.Errorf("migration %s: %w", m.name, err)
-	}
-	if _, err := tx.ExecContext(ctx, d.rebind(`INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`),
-		m.version, m.name, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("migration %s: record: %w", m.name, err)
+	if err := fn(tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migration %s: commit: %w", m.name, err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

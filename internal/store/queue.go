@@ -203,10 +203,10 @@ func (s *DB) ClaimRequest(ctx context.Context, id int64, b *drover.Build) error 
 }
 
 // claimAttempts bounds how often ClaimRequest retries when a concurrent
-// claim on another master took the build number it chose. SQLite never
-// retries (its write lock serializes claims); on engines with row locks
-// a retry is needed only under a burst of claims for one builder, and
-// each retry sees the number the winner took.
+// claim took the build number it chose. Neither engine should need it
+// (SQLite's write lock and PostgreSQL's builder lock serialize claims
+// for a builder); it covers an engine or a future query without that
+// lock, and each retry sees the number the winner took.
 const claimAttempts = 3
 
 // errNumberTaken reports that a concurrent claim took the build number
@@ -252,9 +252,15 @@ func (s *DB) claimOnce(ctx context.Context, id int64, nb *drover.Build) error {
 		nb.Started = orNow(nb.Started)
 		nb.Finished = time.Time{}
 
-		// The write lock (SQLite) or UNIQUE (builder, number) (engines
-		// with row locks) makes max+1 safe: a racing claim either waits
-		// or fails and is retried by the dispatcher.
+		// The write lock (SQLite) or the builder's lock (PostgreSQL)
+		// makes max+1 safe: a racing claim for the same builder waits
+		// for this one to commit and then reads its number. UNIQUE
+		// (builder, number) stays the backstop: should two claims still
+		// pick one number, the loser fails with errNumberTaken and
+		// ClaimRequest tries again.
+		if err := s.lockBuilder(ctx, tx, nb.Builder); err != nil {
+			return err
+		}
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builder = ?`),
 			nb.Builder).Scan(&nb.Number); err != nil {
 			return fmt.Errorf("next build number of %s: %w", nb.Builder, err)

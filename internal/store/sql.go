@@ -31,8 +31,14 @@ var _ Store = (*DB)(nil)
 //
 // A dsn that is a file path, or "sqlite:" followed by one, is a SQLite
 // database; "sqlite::memory:" (or ":memory:") is a private in-memory one,
-// for tests. "postgres://" and "postgresql://" URLs name a PostgreSQL
-// database, which this build cannot open yet.
+// for tests.
+//
+// A "postgres://" or "postgresql://" URL names a PostgreSQL database, with
+// libpq's parameters: postgres://user:password@host:5432/dbname?sslmode=
+// disable&connect_timeout=5&search_path=drover. A malformed URL is Invalid;
+// a server that cannot be reached, or refuses the login, is Unavailable.
+// Several masters may open one PostgreSQL database at once: migrations
+// take turns, and claims share the queue.
 //
 // Open refuses, with a Conflict error, a database whose schema is newer
 // than this binary knows.
@@ -41,12 +47,21 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openDialect(ctx, d, target)
+}
+
+// openDialect is Open once the engine is known: it connects to target
+// with d and migrates.
+func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 	ms, err := loadMigrations(d.migrations)
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", d.name, err)
 	}
 	rw, ro, err := d.open(target)
 	if err != nil {
+		if drover.KindOf(err) != drover.Internal {
+			return nil, fmt.Errorf("open %s store: %w", d.name, err)
+		}
 		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
 	}
 	db := &DB{d: d, rw: rw, ro: ro}
@@ -74,8 +89,7 @@ func selectEngine(dsn string) (*dialect, string, error) {
 	case dsn == "":
 		return nil, "", drover.Errorf(drover.Invalid, "open store: empty database name")
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, "", drover.Errorf(drover.Unavailable,
-			"open store: the PostgreSQL engine is not in this build of drover yet; use a SQLite path")
+		return newPostgres(), dsn, nil
 	}
 	path := dsn
 	if rest, ok := strings.CutPrefix(dsn, "sqlite://"); ok {

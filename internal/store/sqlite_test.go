@@ -190,8 +190,11 @@ func TestOpenDSN(t *testing.T) {
 		{dsn: ":memory:"},
 		{dsn: "", wantKind: drover.Invalid},
 		{dsn: "sqlite:", wantKind: drover.Invalid},
-		{dsn: "postgres://drover@db.example.org/drover", wantKind: drover.Unavailable},
-		{dsn: "postgresql://drover@db.example.org/drover", wantKind: drover.Unavailable},
+		// PostgreSQL URLs go to the PostgreSQL engine, which finds no
+		// server on port 1 (see postgres_test.go for the rest).
+		{dsn: "postgres://drover@127.0.0.1:1/drover?sslmode=disable", wantKind: drover.Unavailable},
+		{dsn: "postgresql://drover@127.0.0.1:1/drover?sslmode=disable", wantKind: drover.Unavailable},
+		{dsn: "postgres://drover@127.0.0.1/drover?sslmode=sometimes", wantKind: drover.Invalid},
 		{dsn: filepath.Join(dir, "no-such-dir", "x.sqlite"), wantKind: drover.Unavailable},
 	}
 	for _, tc := range tests {

@@ -2,7 +2,7 @@
 // requests, builds, steps, log index entries, workers and tokens.
 //
 // One interface, Store, has one database/sql implementation with a small
-// dialect table per engine (SQLite now, PostgreSQL next), so the same SQL
+// dialect table per engine (SQLite and PostgreSQL), so the same SQL
 // and the same test suite serve both. Migrations are embedded per dialect
 // and run by Open. Every state change that must survive a crash is one
 // transaction; methods that change two tables (claiming a request and

@@ -48,7 +48,7 @@ func (s *DB) SetAvailabilityOverride(ctx context.Context, name string, o *drover
 	var at dbTime
 	if o != nil {
 		if _, err := drover.ParseAvailability(string(o.Availability)); err != nil {
-			return err
+			return fmt.Errorf("set availability of %s: %w", name, err)
 		}
 		a, reason, by, at = o.Availability, o.Reason, o.By, dbTime(orNow(o.At))
 	}

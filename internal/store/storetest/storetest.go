@@ -48,6 +48,7 @@ func RunSuite(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Logs", testLogs},
 		{"ExpiredAndDeleteLogs", testExpiredAndDeleteLogs},
 		{"Workers", testWorkers},
+		{"AvailabilityOverride", testAvailabilityOverride},
 		{"Tokens", testTokens},
 		{"UseToken", testUseToken},
 		{"Enroll", testEnroll},
@@ -811,6 +812,86 @@ func testWorkers(t *testing.T, s store.Store) {
 	_, err = s.GetWorker(ctx, "nobody")
 	wantKind(t, err, drover.NotFound, "missing worker")
 	wantKind(t, s.UpsertWorker(ctx, &drover.Worker{}), drover.Invalid, "worker without a name")
+}
+
+// testAvailabilityOverride shows that an operator's override is stored
+// beside the worker's own availability, survives the worker's upserts
+// (reconnections), and is cleared only by SetAvailabilityOverride.
+func testAvailabilityOverride(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	w := &drover.Worker{Name: "fbsd-1", Availability: drover.Eager, AvailabilityReason: "worker says so",
+		Connected: true, FirstSeen: t0}
+	must(t, s.UpsertWorker(ctx, w), "insert worker")
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "mac-1", FirstSeen: t0}), "insert other worker")
+	got, err := s.GetWorker(ctx, "fbsd-1")
+	must(t, err, "get worker")
+	if got.Override != nil || got.AvailabilityReason != "worker says so" {
+		t.Fatalf("new worker: %+v, want its own reason and no override", got)
+	}
+
+	over := drover.AvailabilityOverride{Availability: drover.Draining, Reason: "disk replacement",
+		By: "operator api1", At: t0}
+	must(t, s.SetAvailabilityOverride(ctx, "fbsd-1", &over), "set override")
+	wantOver := over
+	wantOver.At = t0.UTC()
+	got, err = s.GetWorker(ctx, "fbsd-1")
+	must(t, err, "get worker")
+	if got.Override == nil {
+		t.Fatalf("worker after override: %+v, want an override", got)
+	}
+	wantEqual(t, *got.Override, wantOver, "override read back")
+	if a, why, by := got.Effective(); a != drover.Draining || why != "disk replacement" || by != "operator api1" {
+		t.Fatalf("effective availability %s (%q by %q), want the override", a, why, by)
+	}
+	list, err := s.ListWorkers(ctx)
+	must(t, err, "list workers")
+	if len(list) != 2 || list[0].Override == nil || list[1].Override != nil {
+		t.Fatalf("listed workers: %+v, want only fbsd-1 overridden", list)
+	}
+	wantEqual(t, *list[0].Override, wantOver, "listed override")
+
+	// The worker reconnects and reports its own availability: the
+	// operator's word stands, and the worker's is stored beside it.
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "fbsd-1", Availability: drover.Reluctant,
+		AvailabilityReason: "load 7.2", Connected: true}), "upsert overridden worker")
+	got, err = s.GetWorker(ctx, "fbsd-1")
+	must(t, err, "get worker")
+	if got.Override == nil || got.Availability != drover.Reluctant || got.AvailabilityReason != "load 7.2" {
+		t.Fatalf("worker after its upsert: %+v, want its own availability updated and the override kept", got)
+	}
+	wantEqual(t, *got.Override, wantOver, "override after upsert")
+
+	// A second override replaces the first; a zero At becomes now.
+	before := time.Now()
+	must(t, s.SetAvailabilityOverride(ctx, "fbsd-1", &drover.AvailabilityOverride{
+		Availability: drover.Offline, By: "quarantine"}), "replace override")
+	got, err = s.GetWorker(ctx, "fbsd-1")
+	must(t, err, "get worker")
+	if o := got.Override; o == nil || o.Availability != drover.Offline || o.Reason != "" || o.By != "quarantine" ||
+		o.At.Before(before.Add(-time.Second)) {
+		t.Fatalf("replaced override: %+v, want offline by quarantine at about now", got.Override)
+	}
+
+	must(t, s.SetAvailabilityOverride(ctx, "fbsd-1", nil), "clear override")
+	got, err = s.GetWorker(ctx, "fbsd-1")
+	must(t, err, "get worker")
+	if got.Override != nil {
+		t.Fatalf("cleared override reads back as %+v", got.Override)
+	}
+	if a, _, by := got.Effective(); a != drover.Reluctant || by != "worker" {
+		t.Fatalf("effective availability after clearing: %s by %q, want the worker's reluctant", a, by)
+	}
+	must(t, s.SetAvailabilityOverride(ctx, "fbsd-1", nil), "clear again")
+
+	wantKind(t, s.SetAvailabilityOverride(ctx, "nobody", &over), drover.NotFound, "override of unknown worker")
+	wantKind(t, s.SetAvailabilityOverride(ctx, "nobody", nil), drover.NotFound, "clear unknown worker")
+	wantKind(t, s.SetAvailabilityOverride(ctx, "mac-1", &drover.AvailabilityOverride{Availability: "sometimes"}),
+		drover.Invalid, "unknown availability")
+	got, err = s.GetWorker(ctx, "mac-1")
+	must(t, err, "get other worker")
+	if got.Override != nil {
+		t.Fatalf("a refused override was stored: %+v", got.Override)
+	}
 }
 
 func testTokens(t *testing.T, s store.Store) {
