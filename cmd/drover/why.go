@@ -46,4 +46,3 @@ func whyCmd(g *globals) *cobra.Command {
 	cf.add(c)
 	return c
 }
-

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,11 +19,12 @@ import (
 	"github.com/drover-ci/drover/internal/store"
 )
 
-// Test tokens and the roles they carry.
+// Test tokens and the roles they carry, in the form tokens.New makes, so
+// that writes can record the public id (the part after "api_").
 const (
-	adminToken    = "admin-secret"
-	operatorToken = "operator-secret"
-	readerToken   = "reader-secret"
+	adminToken    = "drover_api_ad0000000001_admin-secret"
+	operatorToken = "drover_api_0e0000000002_operator-secret"
+	readerToken   = "drover_api_4e0000000003_reader-secret"
 )
 
 // testBackend is a Backend over a real store implementation: reads go to
@@ -38,6 +40,15 @@ type testBackend struct {
 	// failEligibility, when set, is returned by Eligibility, to test how
 	// internal errors are hidden.
 	failEligibility error
+
+	mu sync.Mutex
+	// waiting says why each pending request waits; Queue says "waiting
+	// for a worker" for the others.
+	waiting map[int64]string
+	// locks is what Locks returns; set with setLocks.
+	locks []drover.LockState
+	// queueErr, when set, is returned by Queue.
+	queueErr error
 }
 
 var _ Backend = (*testBackend)(nil)
@@ -115,6 +126,70 @@ func (b *testBackend) Eligibility(ctx context.Context, builder string) ([]drover
 		out = append(out, drover.CheckEligibility(bl, w.Name, w.Facts))
 	}
 	return out, nil
+}
+
+// Queue returns the pending requests of the store in queue order, with
+// the reasons set in b.waiting.
+func (b *testBackend) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
+	b.mu.Lock()
+	qerr := b.queueErr
+	b.mu.Unlock()
+	if qerr != nil {
+		return nil, qerr
+	}
+	reqs, err := b.st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	if err != nil {
+		return nil, fmt.Errorf("list pending requests: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]drover.QueueEntry, 0, len(reqs))
+	for _, r := range reqs {
+		why, ok := b.waiting[r.ID]
+		if !ok {
+			why = "waiting for a worker"
+		}
+		out = append(out, drover.QueueEntry{Request: r, Waiting: why})
+	}
+	return out, nil
+}
+
+func (b *testBackend) setWaiting(id int64, why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.waiting == nil {
+		b.waiting = make(map[int64]string)
+	}
+	b.waiting[id] = why
+}
+
+func (b *testBackend) Locks() []drover.LockState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.locks)
+}
+
+func (b *testBackend) setLocks(ls []drover.LockState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.locks = ls
+}
+
+// SetAvailability stores an operator's override as the master does and
+// publishes the change.
+func (b *testBackend) SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error {
+	var o *drover.AvailabilityOverride
+	if a != "" {
+		if _, err := drover.ParseAvailability(string(a)); err != nil {
+			return err
+		}
+		o = &drover.AvailabilityOverride{Availability: a, Reason: reason, By: by, At: time.Now().UTC()}
+	}
+	if err := b.st.SetAvailabilityOverride(ctx, worker, o); err != nil {
+		return fmt.Errorf("set availability override: %w", err)
+	}
+	b.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
+	return nil
 }
 
 func (b *testBackend) Authenticate(ctx context.Context, token string) (drover.Role, error) {

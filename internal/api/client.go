@@ -208,6 +208,32 @@ func (c *Client) Worker(ctx context.Context, name string) (*WorkerDetail, error)
 	return &out, nil
 }
 
+// SetAvailability sets an operator's availability for worker, with a
+// reason; availability "auto" (or "") clears it so that the worker's own
+// applies again. It needs an operator token and returns the worker as it
+// now is.
+func (c *Client) SetAvailability(ctx context.Context, worker, availability, reason string) (*drover.Worker, error) {
+	var out drover.Worker
+	body := AvailabilityRequest{Availability: availability, Reason: reason}
+	if err := c.call(ctx, http.MethodPost, "/workers/"+url.PathEscape(worker)+"/availability", nil, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Queue returns the pending build requests in the order the dispatcher
+// serves them, each with why it is waiting.
+func (c *Client) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
+	var out []drover.QueueEntry
+	return out, c.call(ctx, http.MethodGet, "/queue", nil, nil, &out)
+}
+
+// Locks returns every lock instance with its holders and waiters.
+func (c *Client) Locks(ctx context.Context) ([]drover.LockState, error) {
+	var out []drover.LockState
+	return out, c.call(ctx, http.MethodGet, "/locks", nil, nil, &out)
+}
+
 // LogInfo returns the index entry of log id: its size and whether it is
 // complete.
 func (c *Client) LogInfo(ctx context.Context, id int64) (*drover.Log, error) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/tokens"
 )
 
 // Options tune the handler.
@@ -88,6 +89,10 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 
 	read("GET /api/v1/workers", s.listWorkers)
 	read("GET /api/v1/workers/{name}", s.getWorker)
+	write("POST /api/v1/workers/{name}/availability", s.setAvailability)
+
+	read("GET /api/v1/queue", s.queue)
+	read("GET /api/v1/locks", s.locks)
 
 	read("GET /api/v1/changes", s.listChanges)
 	write("POST /api/v1/changes", s.addChange)
@@ -161,6 +166,10 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // roleKey is the context key of the caller's role.
 type roleKey struct{}
 
+// tokenIDKey is the context key of the public id of the caller's token,
+// which writes record as who did them; never the secret.
+type tokenIDKey struct{}
+
 // anonymous is the role name used in messages for callers without a token.
 const anonymous = drover.Role("anonymous")
 
@@ -172,15 +181,25 @@ func callerRole(ctx context.Context) drover.Role {
 	return anonymous
 }
 
+// callerTokenID returns the public id of the token the request was
+// authenticated with, or "" for an anonymous caller or a token that is
+// not of the drover_<kind>_<id>_<secret> form.
+func callerTokenID(ctx context.Context) string {
+	id, _ := ctx.Value(tokenIDKey{}).(string)
+	return id
+}
+
 // endpoint wraps h with authentication for role need and error mapping.
 func (s *server) endpoint(need drover.Role, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		role, err := s.authenticate(r, need)
+		role, tokenID, err := s.authenticate(r, need)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), roleKey{}, role))
+		ctx := context.WithValue(r.Context(), roleKey{}, role)
+		ctx = context.WithValue(ctx, tokenIDKey{}, tokenID)
+		r = r.WithContext(ctx)
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}
@@ -194,30 +213,38 @@ type forbidden struct{ err error }
 func (f forbidden) Error() string { return f.err.Error() }
 func (f forbidden) Unwrap() error { return f.err }
 
-func (s *server) authenticate(r *http.Request, need drover.Role) (drover.Role, error) {
+// authenticate checks the request's bearer token for role need and
+// returns the caller's role and the token's public id.
+func (s *server) authenticate(r *http.Request, need drover.Role) (drover.Role, string, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if need == drover.RoleRead && s.opts.PublicReads {
-			return anonymous, nil
+			return anonymous, "", nil
 		}
-		return "", drover.Errorf(drover.Unauthorized, "this needs an API token with role %s (Authorization: Bearer <token>)", need)
+		return "", "", drover.Errorf(drover.Unauthorized, "this needs an API token with role %s (Authorization: Bearer <token>)", need)
 	}
 	scheme, token, ok := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", drover.Errorf(drover.Unauthorized, "malformed Authorization header: want \"Bearer <token>\"")
+		return "", "", drover.Errorf(drover.Unauthorized, "malformed Authorization header: want \"Bearer <token>\"")
 	}
 	role, err := s.b.Authenticate(r.Context(), token)
 	if err != nil {
 		if drover.KindOf(err) == drover.Unauthorized {
 			s.log.Warn("API token refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		return "", fmt.Errorf("authenticate: %w", err)
+		return "", "", fmt.Errorf("authenticate: %w", err)
 	}
 	if !role.Allows(need) {
-		return "", forbidden{drover.Errorf(drover.Unauthorized, "role %s may not do this: it needs role %s", role, need)}
+		return "", "", forbidden{drover.Errorf(drover.Unauthorized, "role %s may not do this: it needs role %s", role, need)}
 	}
-	return role, nil
+	// The backend accepted the token, so it is well formed in every real
+	// master; a backend that accepts other strings just leaves no id.
+	_, id, _, err := tokens.Parse(token)
+	if err != nil {
+		id = ""
+	}
+	return role, id, nil
 }
 
 // fail answers with err's status and message, logging what the caller does

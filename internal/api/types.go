@@ -104,3 +104,12 @@ type LogEnd struct {
 type errorBody struct {
 	Error string `json:"error"`
 }
+
+// AvailabilityRequest is the body of POST
+// /api/v1/workers/{name}/availability: an operator's availability for the
+// worker (eager, reluctant, draining or offline), which wins over the
+// worker's own until cleared with "auto" (or ""), and why.
+type AvailabilityRequest struct {
+	Availability string `json:"availability"`
+	Reason       string `json:"reason,omitempty"`
+}

@@ -258,7 +258,7 @@ func (m *Master) SetAvailability(ctx context.Context, worker string, a drover.Av
 		m.overrides[worker] = *o
 	}
 	m.mu.Unlock()
-	m.logger.Info("worker availability set", "worker", worker, "availability", a, "reason", reason, "by", by)
+	m.logger.Debug("worker availability set", "worker", worker, "availability", a, "reason", reason, "by", by)
 	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
 	m.kick()
 	return nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -28,9 +29,17 @@ type testBackend struct {
 	bus      *events.Bus
 	elig     []drover.Eligibility
 	eligErr  error
+	// tokens are the API tokens the backend accepts, for the pages' calls
+	// to the real API handler.
+	tokens map[string]drover.Role
 
 	mu   sync.Mutex
 	logs map[int64]*memLog
+	// waiting says why a pending request waits; queueErr, when set, is
+	// what Queue fails with.
+	waiting  map[int64]drover.QueueEntry
+	queueErr error
+	locks    []drover.LockState
 }
 
 type memLog struct {
@@ -50,7 +59,13 @@ func newTestBackend(t *testing.T) *testBackend {
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	b := &testBackend{st: st, bus: &events.Bus{}, logs: make(map[int64]*memLog)}
+	b := &testBackend{
+		st:      st,
+		bus:     &events.Bus{},
+		logs:    make(map[int64]*memLog),
+		waiting: make(map[int64]drover.QueueEntry),
+		tokens:  map[string]drover.Role{operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
+	}
 	t.Cleanup(func() {
 		b.bus.Close()
 		if err := st.Close(); err != nil {
@@ -95,8 +110,79 @@ func (b *testBackend) Eligibility(ctx context.Context, builder string) ([]drover
 	return b.elig, b.eligErr
 }
 
+// Tokens the test backend accepts, in the form tokens.New makes.
+const (
+	operatorToken = "drover_api_0e0000000002_operator-secret"
+	readerToken   = "drover_api_4e0000000003_reader-secret"
+)
+
 func (b *testBackend) Authenticate(ctx context.Context, token string) (drover.Role, error) {
-	return "", drover.Errorf(drover.Unauthorized, "no tokens here")
+	role, ok := b.tokens[token]
+	if !ok {
+		return "", drover.Errorf(drover.Unauthorized, "token not recognised")
+	}
+	return role, nil
+}
+
+// Queue returns the store's pending requests in queue order, each with
+// what setWaiting said about it.
+func (b *testBackend) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
+	b.mu.Lock()
+	qerr := b.queueErr
+	b.mu.Unlock()
+	if qerr != nil {
+		return nil, qerr
+	}
+	reqs, err := b.st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	if err != nil {
+		return nil, fmt.Errorf("list pending requests: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]drover.QueueEntry, 0, len(reqs))
+	for _, r := range reqs {
+		e := b.waiting[r.ID]
+		e.Request = r
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// setWaiting records why request id waits, and since when it has had no
+// eligible worker (zero: it has one).
+func (b *testBackend) setWaiting(id int64, why string, noWorkerSince time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiting[id] = drover.QueueEntry{Waiting: why, NoWorkerSince: noWorkerSince}
+}
+
+func (b *testBackend) Locks() []drover.LockState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.locks)
+}
+
+func (b *testBackend) setLocks(ls []drover.LockState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.locks = ls
+}
+
+// SetAvailability stores an operator's override as the master does, and
+// publishes the change so that open pages refresh.
+func (b *testBackend) SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error {
+	var o *drover.AvailabilityOverride
+	if a != "" {
+		if _, err := drover.ParseAvailability(string(a)); err != nil {
+			return err
+		}
+		o = &drover.AvailabilityOverride{Availability: a, Reason: reason, By: by, At: time.Now().UTC()}
+	}
+	if err := b.st.SetAvailabilityOverride(ctx, worker, o); err != nil {
+		return fmt.Errorf("set availability override: %w", err)
+	}
+	b.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
+	return nil
 }
 
 func (b *testBackend) Events() *events.Subscription { return b.bus.Subscribe() }

@@ -31,6 +31,8 @@ func (s *server) funcs() template.FuncMap {
 		"join":      strings.Join,
 		"exitCode":  exitCode,
 		"firstLine": firstLine,
+		"waited":    func(t time.Time) string { return waited(s.now(), t) },
+		"shq":       shellQuote,
 	}
 }
 
@@ -217,4 +219,17 @@ func firstLine(s string) string {
 		return strings.TrimSpace(s[:i])
 	}
 	return s
+}
+
+// waited says how long since t, for "waiting 12m": the queue page's
+// column of ages. Unlike ago it has no "just now".
+func waited(now, t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return roughDuration(d)
 }

@@ -171,6 +171,8 @@ type buildPage struct {
 	Steps      []stepView
 	Live       bool // the build runs: the page follows it
 	HasBuilder bool // the builder is still in the config
+	// Locks are the locks the build holds or waits for.
+	Locks []buildLock
 }
 
 // stepView is a step with its logs, and whether to show it opened.
@@ -185,8 +187,13 @@ func (s *server) buildPage(w http.ResponseWriter, r *http.Request, b *drover.Bui
 	st := s.b.Store()
 	p := buildPage{Build: b, Live: b.State == drover.BuildRunning}
 	_, p.HasBuilder = s.b.Builder(b.Builder)
-	// The header fragment needs no steps or logs; skip reading them.
-	if fragmentName(r) == "header" {
+	if p.Live {
+		// A finished build holds no lock; only ask about running ones.
+		p.Locks = buildLocks(s.b.Locks(), b.ID)
+	}
+	// The header and locks fragments need no steps or logs; skip reading
+	// them.
+	if f := fragmentName(r); f == "header" || f == "locks" {
 		s.render(w, r, http.StatusOK, "build", "builders", "", p)
 		return
 	}
@@ -227,6 +234,7 @@ func (s *server) buildPage(w http.ResponseWriter, r *http.Request, b *drover.Bui
 // workerRow is one line of the workers page.
 type workerRow struct {
 	drover.Worker
+	Avail   availView
 	Running []drover.Build
 }
 
@@ -249,15 +257,17 @@ func (s *server) handleWorkers(w http.ResponseWriter, r *http.Request) {
 	}
 	rows := make([]workerRow, 0, len(workers))
 	for _, wk := range workers {
-		rows = append(rows, workerRow{Worker: wk, Running: byWorker[wk.Name]})
+		rows = append(rows, workerRow{Worker: wk, Avail: availabilityOf(wk), Running: byWorker[wk.Name]})
 	}
 	s.render(w, r, http.StatusOK, "workers", "workers", "Workers", rows)
 }
 
 // workerPage is the data of one worker's page.
 type workerPage struct {
-	Worker *drover.Worker
-	Builds []drover.Build
+	Worker  *drover.Worker
+	Avail   availView
+	Choices []string // for the availability form
+	Builds  []drover.Build
 }
 
 func (s *server) handleWorker(w http.ResponseWriter, r *http.Request) {
@@ -274,7 +284,8 @@ func (s *server) handleWorker(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("list builds of worker %q: %w", name, err))
 		return
 	}
-	s.render(w, r, http.StatusOK, "worker", "workers", wk.Name, workerPage{Worker: wk, Builds: builds})
+	p := workerPage{Worker: wk, Avail: availabilityOf(*wk), Choices: availabilityChoices(), Builds: builds}
+	s.render(w, r, http.StatusOK, "worker", "workers", wk.Name, p)
 }
 
 func (s *server) handleChanges(w http.ResponseWriter, r *http.Request) {
@@ -284,13 +295,4 @@ func (s *server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, r, http.StatusOK, "changes", "changes", "Changes", changes)
-}
-
-func (s *server) handleRequests(w http.ResponseWriter, r *http.Request) {
-	reqs, err := s.b.Store().ListRequests(r.Context(), store.RequestFilter{State: drover.RequestPending})
-	if err != nil {
-		s.fail(w, r, fmt.Errorf("list pending requests: %w", err))
-		return
-	}
-	s.render(w, r, http.StatusOK, "requests", "requests", "Pending requests", reqs)
 }

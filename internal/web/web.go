@@ -1,6 +1,6 @@
 // Package web serves Drover's human interface: server-rendered HTML pages
-// (home, builders, builder, build, workers, worker, changes, requests) made
-// with html/template from templates and assets embedded in the binary.
+// (home, builders, builder, build, workers, worker, changes, queue, locks)
+// made with html/template from templates and assets embedded in the binary.
 //
 // Pages are complete without JavaScript. A small script (static/live.js)
 // makes them live: it follows running logs over the API's server-sent
@@ -9,8 +9,11 @@
 // X-Fragment header) and swaps it in. The handler renders a fragment with
 // the same template and data as the full page, so the two never disagree.
 //
-// The package only reads: writes (force, cancel) go through the REST API and
-// the CLI, which carry credentials; the pages show the command to run.
+// The package only reads: writes (force, cancel, availability) go through
+// the REST API, which checks credentials. The pages show the CLI command to
+// run; the worker page's availability form has the script send the
+// operator's token to the API itself, so no credential passes through
+// here and no cookie can be ridden by another site.
 package web
 
 import (
@@ -37,7 +40,7 @@ var content embed.FS
 
 // pageNames lists every page template (templates/NAME.html).
 func pageNames() []string {
-	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "requests", "error"}
+	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "queue", "locks", "error"}
 }
 
 // pageFragments lists the fragments a page can render alone; fragment F is
@@ -52,15 +55,17 @@ func pageFragments(page string) []string {
 	case "builder":
 		return []string{"builds", "requests", "eligibility"}
 	case "build":
-		return []string{"header", "steps", "props"}
+		return []string{"header", "steps", "props", "locks"}
 	case "workers":
 		return []string{"workers"}
 	case "worker":
 		return []string{"info", "builds"}
 	case "changes":
 		return []string{"changes"}
-	case "requests":
-		return []string{"requests"}
+	case "queue":
+		return []string{"queue"}
+	case "locks":
+		return []string{"locks"}
 	}
 	return nil
 }
@@ -156,7 +161,9 @@ func (s *server) routes() {
 	mux.HandleFunc("GET /workers", s.handleWorkers)
 	mux.HandleFunc("GET /workers/{name}", s.handleWorker)
 	mux.HandleFunc("GET /changes", s.handleChanges)
+	mux.HandleFunc("GET /queue", s.handleQueue)
 	mux.HandleFunc("GET /requests", s.handleRequests)
+	mux.HandleFunc("GET /locks", s.handleLocks)
 	mux.HandleFunc("GET /static/{file...}", s.handleStatic)
 	// The web UI only reads: any other method gets 405 from the mux.
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {

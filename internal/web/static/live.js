@@ -140,7 +140,52 @@
     });
   }
 
+  // availabilityForm sends the worker page's form to the API with the
+  // operator's token, which the page never stores: the web UI has no
+  // session, so no other site can act with it.
+  function availabilityForm() {
+    const form = document.getElementById("avail-form");
+    if (!form) return;
+    const errEl = document.getElementById("avail-error");
+    const doneEl = document.getElementById("avail-done");
+    const button = form.querySelector("button[type=submit]");
+    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
+    form.hidden = false;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      say(errEl, "");
+      say(doneEl, "");
+      const state = form.elements.availability.value;
+      const token = form.elements.token.value.trim();
+      if (!token) { say(errEl, "An API token with the operator role is needed."); return; }
+      button.disabled = true;
+      try {
+        const resp = await fetch("/api/v1/workers/" + encodeURIComponent(form.dataset.worker) + "/availability", {
+          method: "POST",
+          headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", "Accept": "application/json" },
+          body: JSON.stringify({ availability: state, reason: form.elements.reason.value }),
+          cache: "no-store",
+          credentials: "omit",
+        });
+        if (!resp.ok) {
+          let msg = resp.status + " " + resp.statusText;
+          try { const body = await resp.json(); if (body && body.error) msg = body.error; } catch (err) { /* not JSON */ }
+          say(errEl, msg);
+          return;
+        }
+        form.elements.reason.value = "";
+        say(doneEl, state === "auto" ? "Cleared: the worker's own availability applies." : "Set to " + state + ".");
+        document.querySelectorAll('[data-fragment][data-events~="worker.changed"]').forEach(schedule);
+      } catch (err) {
+        say(errEl, "Cannot reach the master: " + err.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   followAll();
+  availabilityForm();
   listen();
   setInterval(() => updateTimes(document), 30000);
 })();
