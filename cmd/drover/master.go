@@ -81,7 +81,7 @@ func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResu
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, filepath.Join(dir, "state.sqlite"))
+	st, err := openStore(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +104,22 @@ func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResu
 		return nil, err
 	}
 	return &initResult{fingerprint: fp, adminToken: admin, enrollToken: enroll}, nil
+}
+
+// openStore opens the store of the master in dir: the database its config
+// names, or state.sqlite beside it.
+func openStore(ctx context.Context, dir string) (store.Store, error) {
+	dsn := filepath.Join(dir, "state.sqlite")
+	if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {
+		cfg, err := config.Load(filepath.Join(dir, configFile))
+		if err != nil {
+			return nil, fmt.Errorf("read the config for its database:\n%w", err)
+		}
+		if cfg.Master.Database != "" {
+			dsn = cfg.Master.Database
+		}
+	}
+	return store.Open(ctx, dsn)
 }
 
 func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string, asJSON bool) error {

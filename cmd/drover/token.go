@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
 )
 
@@ -24,7 +22,7 @@ func tokenCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := store.Open(ctx, filepath.Join(dir, "state.sqlite"))
+			st, err := openStore(ctx, dir)
 			if err != nil {
 				return err
 			}

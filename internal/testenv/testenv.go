@@ -203,6 +203,11 @@ func (m *Master) Env() []string {
 func StartMaster(t testing.TB, config string) *Master {
 	t.Helper()
 	dir := t.TempDir()
+	// The config goes first: init keeps it, and puts the tokens in the
+	// database it names.
+	if err := os.WriteFile(filepath.Join(dir, "master.star"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, code := Run(t, time.Minute, nil, "master", "init", dir, "--json")
 	if code != 0 {
 		t.Fatalf("master init: exit %d\n%s", code, out)
@@ -214,9 +219,6 @@ func StartMaster(t testing.TB, config string) *Master {
 	}
 	if err := json.Unmarshal([]byte(out), &secrets); err != nil {
 		t.Fatalf("master init output: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "master.star"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
 	}
 	m := &Master{Dir: dir, Fingerprint: secrets.CA, AdminToken: secrets.Admin, EnrollToken: secrets.Enroll}
 	m.start(t)
