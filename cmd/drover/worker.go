@@ -1,26 +1,65 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/agent"
 )
 
 func workerCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "worker", Short: "Run a worker that builds for a master"}
+	c.AddCommand(workerRunCmd(g), workerAvailabilityCmd(g))
+	return c
+}
+
+func workerRunCmd(g *globals) *cobra.Command {
 	var cfg agent.Config
-	var labels []string
+	var labels, windows []string
+	var timezone, overLoad string
+	var maxLoad float64
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Connect to a master and run its builds until stopped",
-		Args:  cobra.NoArgs,
+		Long: `Connect to a master and run its builds until stopped.
+
+The owner's terms (--available, --timezone, --max-load, --over-load) are
+stored in --dir: a later run keeps them unless given again. Outside every
+--available window the worker is offline; above --max-load it is
+reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by hand.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if cfg.Labels, err = parsePairs(labels, "--label"); err != nil {
 				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("available") || f.Changed("timezone") || f.Changed("max-load") || f.Changed("over-load") {
+				sched, err := agent.LoadSchedule(cfg.Dir)
+				if err != nil {
+					return err
+				}
+				if f.Changed("available") {
+					if sched.Windows, err = parseWindows(windows); err != nil {
+						return err
+					}
+				}
+				if f.Changed("timezone") {
+					sched.Timezone = timezone
+				}
+				if f.Changed("max-load") {
+					sched.MaxLoad = maxLoad
+				}
+				if f.Changed("over-load") {
+					sched.OverLoad = drover.Availability(overLoad)
+				}
+				cfg.Schedule = &sched
 			}
 			cfg.Version = version
 			cfg.Logger = g.logger()
@@ -40,8 +79,133 @@ func workerCmd(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Plaintext, "plaintext", false, "connect without TLS (loopback masters only)")
 	f.StringArrayVar(&labels, "label", nil, "a static fact of this machine, key=value (repeatable)")
 	f.IntVar(&cfg.MaxBuilds, "max-builds", 1, "builds to run at once")
-	c.AddCommand(run)
+	f.StringArrayVar(&windows, "available", nil, "build only within this daily window, HH:MM-HH:MM, which may cross midnight (22:00-07:00); repeatable; \"always\" clears the stored windows")
+	f.StringVar(&timezone, "timezone", "", "IANA time zone of the --available windows, e.g. Europe/Paris (default: local time)")
+	f.Float64Var(&maxLoad, "max-load", 0, "1-minute load average above which the worker is reluctant (see --over-load); 0 for no ceiling")
+	f.StringVar(&overLoad, "over-load", "reluctant", "availability above --max-load: reluctant or offline")
+	return run
+}
+
+// parseWindows reads the --available flags; "always" alone means no
+// window.
+func parseWindows(flags []string) ([]agent.Window, error) {
+	if len(flags) == 1 && strings.EqualFold(strings.TrimSpace(flags[0]), "always") {
+		return nil, nil
+	}
+	out := make([]agent.Window, 0, len(flags))
+	for _, s := range flags {
+		w, err := agent.ParseWindow(s)
+		if err != nil {
+			return nil, fmt.Errorf("--available: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+func workerAvailabilityCmd(g *globals) *cobra.Command {
+	var dir, reason string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "availability [eager|reluctant|draining|offline|auto]",
+		Short: "Show or set when this worker builds, by hand",
+		Long: `Show or set the worker's availability, as its owner.
+
+eager builds happily; reluctant only when no eager worker can; draining
+finishes what runs and takes nothing new; offline takes nothing. auto
+clears the manual setting, so the --available windows and the --max-load
+ceiling of ` + "`drover worker run`" + ` decide again. Running builds are never
+killed. The setting persists in --dir across restarts; with no worker
+running it applies when the worker starts. A crontab line is enough:
+
+  0 7 * * 1-5  drover worker availability offline --dir /var/lib/drover --reason "office hours"
+  0 19 * * 1-5 drover worker availability auto --dir /var/lib/drover
+
+An operator's override on the master wins over the owner's setting.`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"eager", "reluctant", "draining", "offline", "auto"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if len(args) == 0 {
+				if reason != "" {
+					return fmt.Errorf("--reason needs an availability to set")
+				}
+				st, running, err := agent.QueryAvailability(cmd.Context(), dir)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(out, st)
+				}
+				if !running {
+					fmt.Fprintf(out, "No worker is running in %s; when it starts it will be\n", dir)
+				}
+				printAvailability(out, st)
+				return nil
+			}
+			st, running, err := agent.SetAvailability(cmd.Context(), dir, args[0], reason)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(out, st)
+			}
+			switch {
+			case running && args[0] == "auto":
+				fmt.Fprintf(out, "Manual setting cleared; the worker is now %s\n", st.Summary())
+			case running:
+				fmt.Fprintf(out, "The worker is now %s\n", st.Summary())
+			case args[0] == "auto":
+				fmt.Fprintf(out, "Manual setting cleared in %s; no worker is running there. When it starts it will be %s\n", dir, st.Summary())
+			default:
+				fmt.Fprintf(out, "Saved in %s; no worker is running there, so it applies when the worker starts: %s\n", dir, st.Summary())
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&dir, "dir", "drover-worker", "worker directory, as given to `drover worker run`")
+	f.StringVar(&reason, "reason", "", "why, shown on the master (default \"set by the owner\")")
+	f.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return c
+}
+
+// printAvailability shows a worker's availability and the settings behind it.
+func printAvailability(w io.Writer, st agent.AvailabilityStatus) {
+	fmt.Fprintf(w, "  %s\n", st.Summary())
+	if m := st.Manual; m != nil {
+		when := ""
+		if !m.SetAt.IsZero() {
+			when = " at " + m.SetAt.Local().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(w, "  manual:   %s%s\n", m.Availability, when)
+	} else {
+		fmt.Fprintf(w, "  manual:   none (auto)\n")
+	}
+	if len(st.Windows) > 0 {
+		ws := make([]string, len(st.Windows))
+		for i, win := range st.Windows {
+			ws[i] = win.String()
+		}
+		fmt.Fprintf(w, "  windows:  %s (%s)\n", strings.Join(ws, ", "), st.Timezone)
+	} else {
+		fmt.Fprintf(w, "  windows:  none (always)\n")
+	}
+	if st.MaxLoad > 0 {
+		load := "unknown"
+		if st.Load != nil {
+			load = strconv.FormatFloat(*st.Load, 'f', 2, 64)
+		}
+		fmt.Fprintf(w, "  max load: %s, then %s (load now %s)\n", strconv.FormatFloat(st.MaxLoad, 'f', -1, 64), st.OverLoad, load)
+	} else {
+		fmt.Fprintf(w, "  max load: none\n")
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // parsePairs reads key=value flags.

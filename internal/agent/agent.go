@@ -10,6 +10,13 @@
 // in its own process group, which is killed when the command ends, times
 // out or is cancelled, so no process outlives its step.
 //
+// The worker's owner decides when it builds (availability.go): a manual
+// setting made through the control socket DIR/control.sock (control.go),
+// time windows and a load-average ceiling are evaluated into one
+// availability, sent in the hello and in FactsUpdate messages when it
+// changes. A change never touches running commands: draining and offline
+// only stop new work, which the master enforces.
+//
 // The package is an island: it imports the root drover package and
 // workerproto, nothing of the master's side.
 //
@@ -97,6 +104,17 @@ type Config struct {
 	MaxBuilds     int               // commands run at once; default 1
 	Version       string            // program version, reported in hello
 	Logger        *slog.Logger
+
+	// Schedule, when set, replaces the owner's schedule stored in Dir
+	// (time windows, time zone, load ceiling) and is stored in its place;
+	// nil keeps the stored one. See LoadSchedule.
+	Schedule *Schedule
+	// Now is the clock the time windows are read on; default time.Now.
+	Now func() time.Time
+	// LoadAverage returns the 1-minute load average; default the
+	// system's (/proc/loadavg, or sysctl vm.loadavg on macOS and FreeBSD;
+	// elsewhere unknown, and the load ceiling is ignored).
+	LoadAverage func() (float64, error)
 }
 
 // Agent is a worker's connection to its master and the commands it runs.
@@ -108,9 +126,13 @@ type Agent struct {
 	host   string // host part of the master address, for TLS verification
 	log    *slog.Logger
 
+	now         func() time.Time
+	loadAverage func() (float64, error)
+
 	// Tunables, fixed by New; tests shorten them.
 	backoffMin, backoffMax time.Duration
 	maxBuffered            int
+	availEvery             time.Duration
 
 	running atomic.Bool
 
@@ -128,10 +150,21 @@ type Agent struct {
 	mu       sync.Mutex
 	cmds     map[string]*command
 	stopping bool // no new commands: Run is returning
+
+	// evalMu serializes evaluations of the availability and changes of
+	// the manual setting; it is held while the load is read, availMu never.
+	evalMu     sync.Mutex
+	loadWarned bool // the load is unreadable and the owner was told
+
+	availMu  sync.Mutex
+	settings settings           // the owner's manual setting and schedule
+	avail    AvailabilityStatus // the latest evaluation
+	availGen uint64             // grows with each change of avail's value or reason
 }
 
 // New validates cfg, creates cfg.Dir (mode 0700) and loads the worker's
-// state from it. It does no network I/O.
+// state from it, storing cfg.Schedule if set. It does no network I/O; it
+// fails with a Conflict if a worker process already runs in cfg.Dir.
 func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg:         cfg,
@@ -139,8 +172,17 @@ func New(cfg Config) (*Agent, error) {
 		backoffMin:  backoffMin,
 		backoffMax:  backoffMax,
 		maxBuffered: defaultMaxBuffered,
+		availEvery:  availabilityEvery,
+		now:         cfg.Now,
+		loadAverage: cfg.LoadAverage,
 		wake:        make(chan struct{}, 1),
 		cmds:        make(map[string]*command),
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.loadAverage == nil {
+		a.loadAverage = systemLoadAverage
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -167,6 +209,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create worker directory: %w", err)
+	}
+	// Before anything is written: a second `worker run` on a busy
+	// directory must not rewrite the running worker's settings.
+	if err := checkNoWorker(dir); err != nil {
+		return nil, err
 	}
 	st, err := loadState(dir)
 	if err != nil {
@@ -237,6 +284,28 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.ca = ca
 	}
+	if cfg.Schedule != nil {
+		st.Availability = nil
+		if !cfg.Schedule.IsZero() {
+			sched := *cfg.Schedule
+			sched.Windows = append([]Window(nil), sched.Windows...)
+			st.Availability = &sched
+		}
+	}
+	var sched Schedule
+	if st.Availability != nil {
+		sched = *st.Availability
+	}
+	loc, err := sched.location()
+	if err != nil {
+		return nil, err
+	}
+	manual, err := loadManual(dir)
+	if err != nil {
+		return nil, err
+	}
+	a.settings = settings{manual: manual, sched: sched, loc: loc}
+
 	if err := saveState(dir, st); err != nil {
 		return nil, err
 	}
@@ -273,6 +342,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		return drover.Errorf(drover.Conflict, "agent is already running")
 	}
 	defer a.running.Store(false)
+
+	ctl, err := a.listenControl()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := ctl.Close(); err != nil {
+			a.log.Warn("closing the control socket", "err", err)
+		}
+	}()
+	if err := a.reloadManual(); err != nil {
+		a.log.Error("keeping the manual availability read at start", "err", err)
+	}
+	a.reevaluate() // before the first hello, which carries it
+	wctx, wcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.watchAvailability(wctx) })
+	defer wg.Wait()
+	defer wcancel()
 	defer a.stop()
 
 	failures := 0
@@ -382,7 +470,8 @@ func (a *Agent) session(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, withTLS(fmt.Errorf("connect to %s: %w", a.master, err))
 	}
-	if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Hello{Hello: a.hello()}}); err != nil {
+	hello, availGen := a.hello()
+	if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Hello{Hello: hello}}); err != nil {
 		_, rerr := stream.Recv() // the stream's real error, if the master closed it
 		return 0, withTLS(connectError("send hello", errors.Join(err, rerr)))
 	}
@@ -401,7 +490,7 @@ func (a *Agent) session(ctx context.Context) (time.Duration, error) {
 
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		err := a.send(gctx, stream)
+		err := a.send(gctx, stream, availGen)
 		cancel() // a broken send ends the stream, and so the receiver
 		return err
 	})
@@ -486,8 +575,9 @@ func (a *Agent) pinCA(ca *x509.Certificate) error {
 	return nil
 }
 
-// hello describes this worker and the commands it still holds.
-func (a *Agent) hello() *workerproto.Hello {
+// hello describes this worker and the commands it still holds, and
+// returns the generation of the availability it carries.
+func (a *Agent) hello() (*workerproto.Hello, uint64) {
 	a.stateMu.Lock()
 	name, tok := a.st.Name, a.st.Token
 	a.stateMu.Unlock()
@@ -504,8 +594,12 @@ func (a *Agent) hello() *workerproto.Hello {
 		Arch:            runtime.GOARCH,
 		Facts:           facts,
 		Labels:          a.cfg.Labels,
-		Availability:    string(drover.Eager),
 		MaxBuilds:       uint32(a.cfg.MaxBuilds),
+	}
+	avail, gen := a.availability()
+	h.Availability, h.AvailabilityReason = string(avail.Availability), avail.Reason
+	if h.Availability == "" { // not evaluated yet: Run evaluates before it dials
+		h.Availability = string(drover.Eager)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -516,7 +610,7 @@ func (a *Agent) hello() *workerproto.Hello {
 		}
 		h.Running = append(h.Running, c.held())
 	}
-	return h
+	return h, gen
 }
 
 // adopt applies a welcome: commands the master keeps are replayed on the
@@ -547,9 +641,17 @@ func (a *Agent) adopt(keep []string) {
 }
 
 // send is the stream's only writer: it sends every command's unsent
-// output and Finished messages, in order per command.
-func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClient) error {
+// output and Finished messages, in order per command, and a FactsUpdate
+// whenever the availability moves past availGen, the generation the
+// master last heard (in the hello).
+func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClient, availGen uint64) error {
 	for {
+		if st, gen := a.availability(); gen != availGen {
+			if err := stream.Send(availabilityUpdate(st)); err != nil {
+				return fmt.Errorf("send availability: %w", err)
+			}
+			availGen = gen
+		}
 		a.mu.Lock()
 		cmds := make([]*command, 0, len(a.cmds))
 		for _, c := range a.cmds {

@@ -24,6 +24,9 @@ type state struct {
 	// Token is the worker's own secret, never an enrollment token.
 	Token         string `json:"token,omitempty"`
 	CAFingerprint string `json:"ca_fingerprint,omitempty"`
+	// Availability is the owner's schedule (--available, --timezone,
+	// --max-load, --over-load), kept so a later run need not repeat it.
+	Availability *Schedule `json:"availability,omitempty"`
 }
 
 // loadState reads DIR/worker.json; a missing file is an empty state.
