@@ -15,7 +15,7 @@ import (
 
 func workerCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "worker", Short: "Run a worker that builds for a master"}
-	c.AddCommand(workerRunCmd(g), workerAvailabilityCmd(g))
+	c.AddCommand(workerRunCmd(g), workerAvailabilityCmd(g), joinCmd(g), uninstallCmd(g))
 	return c
 }
 

@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/workerproto"
+)
+
+// handshakeTimeout bounds VerifyMaster's TLS handshake when ctx has no
+// deadline: an installer must fail with a message, not hang on a
+// firewall that swallows packets.
+const handshakeTimeout = 15 * time.Second
+
+// Enrollment is the worker a directory holds once Enroll returns.
+type Enrollment struct {
+	Name          string // the worker's name, as the master registered it
+	Master        string // host:port of the master's worker port
+	CAFingerprint string // "sha256:<hex>" of the pinned CA; empty for plaintext
+	// Already reports that the directory held this worker's own token for
+	// this master: nothing was sent and nothing was written.
+	Already bool
+}
+
+// VerifyMaster makes one TLS handshake with the master at addr (host:port)
+// and checks its certificate as a worker in dir would: against pin
+// ("sha256:<hex>" of the CA) when given, else against the CA pinned in
+// dir/ca.pem. It writes nothing, and returns the fingerprint of the CA that
+// verified the master. A pin or chain mismatch is an Unauthorized error;
+// an unreachable master is an Unavailable one.
+func VerifyMaster(ctx context.Context, addr, pin, dir string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "", drover.Errorf(drover.Invalid, "master address %q: want host:port", addr)
+	}
+	v := &verifier{host: host}
+	if pin != "" {
+		if v.pin, err = parseFingerprint(pin); err != nil {
+			return "", err
+		}
+	} else {
+		if v.ca, err = loadCA(dir); err != nil {
+			return "", err
+		}
+		if v.ca == nil {
+			return "", drover.Errorf(drover.Invalid, "no CA fingerprint: pass the sha256 fingerprint of the master's CA, as `drover master init` printed it")
+		}
+	}
+	var verified string
+	v.pinned = func(ca *x509.Certificate) error {
+		verified = fingerprint(ca.Raw)
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+	}
+	d := &tls.Dialer{Config: v.tlsConfig()}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if f := v.failure(); f != nil {
+			return "", f
+		}
+		return "", drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", addr, err)
+	}
+	if err := conn.Close(); err != nil {
+		return "", fmt.Errorf("close TLS connection to %s: %w", addr, err)
+	}
+	if verified == "" && v.ca != nil {
+		verified = fingerprint(v.ca.Raw)
+	}
+	return verified, nil
+}
+
+// Enroll does the first part of Run: it pins the master's CA by its
+// fingerprint, trades cfg.Token (an enrollment token) for the worker's own
+// token and writes both to cfg.Dir (worker.json, ca.pem), exactly as Run
+// would, without opening the Connect stream. A later Run with only
+// cfg.Dir then connects as this worker.
+//
+// Enroll is idempotent: when cfg.Dir already holds a token of this worker
+// for cfg.Master, it sends and writes nothing, so it is safe while a
+// worker runs in cfg.Dir. A directory enrolled with another master is a
+// Conflict: one directory is one worker.
+func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
+	if cfg.Dir == "" {
+		return Enrollment{}, drover.Errorf(drover.Invalid, "no worker directory")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return Enrollment{}, drover.Errorf(drover.Invalid, "worker directory %q: %w", cfg.Dir, err)
+	}
+	st, err := loadState(dir)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if st.Token != "" {
+		if cfg.Master != "" && st.Master != cfg.Master {
+			return Enrollment{}, drover.Errorf(drover.Conflict,
+				"%s holds worker %q of master %s, not %s: uninstall it (drover worker uninstall --purge) or use another directory",
+				dir, st.Name, st.Master, cfg.Master)
+		}
+		if cfg.Name != "" && st.Name != cfg.Name {
+			return Enrollment{}, drover.Errorf(drover.Conflict,
+				"%s holds worker %q, not %q: use another directory for another worker", dir, st.Name, cfg.Name)
+		}
+		ca, err := loadCA(dir)
+		if err != nil {
+			return Enrollment{}, err
+		}
+		samePin := true
+		if cfg.CAFingerprint != "" && !cfg.Plaintext {
+			pin, err := parseFingerprint(cfg.CAFingerprint)
+			if err != nil {
+				return Enrollment{}, err
+			}
+			samePin = ca != nil && fingerprint(ca.Raw) == pin
+		}
+		if samePin {
+			e := Enrollment{Name: st.Name, Master: st.Master, CAFingerprint: st.CAFingerprint, Already: true}
+			if ca != nil {
+				e.CAFingerprint = fingerprint(ca.Raw)
+			}
+			return e, nil
+		}
+		// The master's CA was replaced: fall through to New, which takes
+		// the new pin, and store its CA once a handshake verifies it.
+	}
+
+	a, err := New(cfg)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if err := a.enrollOnly(ctx); err != nil {
+		return Enrollment{}, err
+	}
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	e := Enrollment{Name: a.st.Name, Master: a.master}
+	if a.ca != nil {
+		e.CAFingerprint = fingerprint(a.ca.Raw)
+	}
+	return e, nil
+}
+
+// enrollOnly connects as session does, but stops after the enrollment
+// (or, for a worker that already has its token, after the handshake that
+// pins the CA).
+func (a *Agent) enrollOnly(ctx context.Context) error {
+	a.stateMu.Lock()
+	v := &verifier{host: a.host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
+	enrolling := a.enrollToken != ""
+	a.stateMu.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+	}
+	if !enrolling {
+		if a.cfg.Plaintext {
+			return nil
+		}
+		conn, err := (&tls.Dialer{Config: v.tlsConfig()}).DialContext(ctx, "tcp", a.master)
+		if err != nil {
+			if f := v.failure(); f != nil {
+				return f
+			}
+			return drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", a.master, err)
+		}
+		return conn.Close()
+	}
+
+	creds := insecure.NewCredentials()
+	if !a.cfg.Plaintext {
+		creds = credentials.NewTLS(v.tlsConfig())
+	}
+	conn, err := grpc.NewClient(a.master, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return drover.Errorf(drover.Invalid, "master address %q: %w", a.master, err)
+	}
+	defer conn.Close()
+	if err := a.enroll(ctx, workerproto.NewWorkerClient(conn)); err != nil {
+		if f := v.failure(); f != nil {
+			return f
+		}
+		if k := drover.KindOf(err); k == drover.Unauthorized || k == drover.Invalid {
+			return err
+		}
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return drover.Errorf(drover.Unavailable, "enroll with master %s: no answer within %s: %w", a.master, handshakeTimeout, err)
+		}
+		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", a.master, err)
+	}
+	return nil
+}
