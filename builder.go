@@ -81,6 +81,12 @@ type StepSpec struct {
 	// Locks are taken, all or none, when the step starts and released when
 	// it ends.
 	Locks []LockUse `json:"locks,omitempty"`
+	// Shards, when more than 1, runs the step as that many parallel parts
+	// on different workers, each told DROVER_SHARD_INDEX and
+	// DROVER_SHARD_COUNT; ShardNames names them (test batteries) instead,
+	// adding DROVER_SHARD_NAME. The step's result merges the parts'.
+	Shards     int      `json:"shards,omitempty"`
+	ShardNames []string `json:"shard_names,omitempty"`
 
 	// Checkout steps only.
 	Source *GitSource `json:"source,omitempty"`
@@ -88,6 +94,14 @@ type StepSpec struct {
 	Mode string `json:"mode,omitempty"`
 
 	Pos string `json:"pos,omitempty"`
+}
+
+// ShardCount is how many parts the step runs as (1 when not sharded).
+func (s *StepSpec) ShardCount() int {
+	if n := len(s.ShardNames); n > 0 {
+		return n
+	}
+	return max(s.Shards, 1)
 }
 
 // Condition is one test of a step's When: the property Prop must equal

@@ -118,3 +118,40 @@ func (l *loader) lockUses(errorf errorfFunc, v starlark.Value) []drover.LockUse 
 	}
 	return out
 }
+
+// maxShards bounds a step's parts: each is a build of its own.
+const maxShards = 256
+
+// shards reads shards = N or shards = ["battery", ...].
+func (l *loader) shards(errorf errorfFunc, spec *drover.StepSpec, v starlark.Value) {
+	if isNone(v) {
+		return
+	}
+	if n, ok := v.(starlark.Int); ok {
+		i, ok := n.Int64()
+		if !ok || i < 1 || i > maxShards {
+			errorf("shards: want 1 to %d parts, got %s", maxShards, n)
+			return
+		}
+		spec.Shards = int(i)
+		return
+	}
+	names, err := toStringList(v)
+	if err != nil {
+		errorf("shards: want a number of parts or a list of battery names, got %s", v.Type())
+		return
+	}
+	if len(names) == 0 || len(names) > maxShards {
+		errorf("shards: want 1 to %d batteries, got %d", maxShards, len(names))
+		return
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if !classNameRE.MatchString(n) || seen[n] {
+			errorf("shards: bad or repeated battery name %q", n)
+			return
+		}
+		seen[n] = true
+	}
+	spec.ShardNames = names
+}

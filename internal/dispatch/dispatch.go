@@ -43,6 +43,10 @@ type Request struct {
 	Builder   string
 	Priority  int
 	Submitted time.Time
+	// Group, when set, names the sharded step this request is a part of:
+	// a worker runs at most one part of a group at a time, so parts spread
+	// over workers (and wait, when there are fewer workers than parts).
+	Group string
 }
 
 // Worker is a connected worker as the dispatcher sees it.
@@ -54,6 +58,8 @@ type Worker struct {
 	Running      int                 // builds it runs now
 	// Checkouts names builders whose directory the worker already holds.
 	Checkouts map[string]bool
+	// Groups names the sharded steps the worker runs a part of now.
+	Groups map[string]bool
 }
 
 // Snapshot is everything a decision needs.
@@ -147,6 +153,7 @@ func Decide(s Snapshot, now time.Time) Decision {
 		}
 		var online, eager, free, freeEager []*Worker
 		var unavailable []string
+		partOfGroup := 0
 		for i := range workers {
 			w := &workers[i]
 			if !isEligible(b, w) {
@@ -159,6 +166,10 @@ func Decide(s Snapshot, now time.Time) Decision {
 			}
 			if w.Availability == drover.Eager {
 				eager = append(eager, w)
+			}
+			if r.Group != "" && w.Groups[r.Group] {
+				partOfGroup++
+				continue
 			}
 			if w.Running < w.Slots {
 				free = append(free, w)
@@ -174,6 +185,9 @@ func Decide(s Snapshot, now time.Time) Decision {
 			continue
 		case len(free) == 0 && len(unavailable) == len(online):
 			d.Waiting[r.ID] = "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")
+			continue
+		case len(free) == 0 && partOfGroup > 0:
+			d.Waiting[r.ID] = fmt.Sprintf("the %d eligible workers not already running a part of this step are busy", len(online)-len(unavailable)-partOfGroup)
 			continue
 		case len(free) == 0:
 			d.Waiting[r.ID] = fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))
@@ -231,6 +245,14 @@ func Decide(s Snapshot, now time.Time) Decision {
 		d.Assignments = append(d.Assignments, Assignment{Request: r.ID, Worker: chosen.Name, Why: why(chosen, b.Name)})
 		chosen.Running++
 		running[b.Name]++
+		if r.Group != "" {
+			groups := make(map[string]bool, len(chosen.Groups)+1) // the snapshot's map is the caller's
+			for g := range chosen.Groups {
+				groups[g] = true
+			}
+			groups[r.Group] = true
+			chosen.Groups = groups
+		}
 	}
 	return d
 }

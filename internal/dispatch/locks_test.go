@@ -144,3 +144,32 @@ func TestLocksInDispatch(t *testing.T) {
 		}
 	})
 }
+
+func TestShardGroupsSpreadOverWorkers(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	builders := map[string]*drover.Builder{"b": {Name: "b"}}
+	reqs := []Request{
+		{ID: 1, Builder: "b", Submitted: t0, Group: "b7-s2"},
+		{ID: 2, Builder: "b", Submitted: t0.Add(1), Group: "b7-s2"},
+		{ID: 3, Builder: "b", Submitted: t0.Add(2), Group: "b7-s2"},
+	}
+	workers := []Worker{
+		{Name: "parent", Slots: 4, Running: 1, Groups: map[string]bool{"b7-s2": true}},
+		{Name: "a", Slots: 4},
+		{Name: "b", Slots: 4},
+	}
+	d := Decide(Snapshot{Requests: reqs, Builders: builders, Workers: workers}, t0)
+	used := map[string]int{}
+	for _, a := range d.Assignments {
+		used[a.Worker]++
+	}
+	if len(d.Assignments) != 2 || used["a"] != 1 || used["b"] != 1 || used["parent"] != 0 {
+		t.Errorf("assignments %+v", d.Assignments)
+	}
+	if !strings.Contains(d.Waiting[3], "not already running a part of this step") {
+		t.Errorf("third part waits %q", d.Waiting[3])
+	}
+	if workers[1].Groups != nil {
+		t.Error("Decide changed the caller's worker groups")
+	}
+}

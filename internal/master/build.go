@@ -30,6 +30,27 @@ type buildRun struct {
 	builder drover.Builder // a copy: a reload never changes a running build
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
+
+	// A build that is one part of another build's sharded step: it runs
+	// the steps up to that one, that one with shardEnv, and no more.
+	shardOf   int64
+	shardStep int
+	shardEnv  map[string]string
+
+	mu    sync.Mutex
+	group string // the sharded step this build runs a part of now, for dispatch
+}
+
+func (r *buildRun) setGroup(g string) {
+	r.mu.Lock()
+	r.group = g
+	r.mu.Unlock()
+}
+
+func (r *buildRun) currentGroup() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.group
 }
 
 // errLost is why a step ends when its worker did not come back in time.
@@ -81,6 +102,9 @@ func (c *command) flush(m *Master) {
 func (m *Master) startBuild(b drover.Build, builder drover.Builder) {
 	ctx, cancel := context.WithCancelCause(m.ctx)
 	r := &buildRun{m: m, build: b, builder: builder, ctx: ctx, cancel: cancel}
+	// Known at once, so the next dispatch round already sees this worker
+	// as running a part of its group.
+	r.group = requestGroup(b.Properties)
 	m.mu.Lock()
 	if m.closed {
 		// Stopping: the claimed request is put back by the next start's
@@ -169,6 +193,7 @@ func (r *buildRun) run() {
 	m.bus.Publish(events.Event{Type: events.BuildStarted, Builder: b.Builder, BuildID: b.ID, Worker: b.Worker})
 	log.Info("build started")
 
+	r.initShard(props)
 	result, summary := drover.Success, ""
 	summaryResult := drover.Success
 	halted := false
@@ -177,6 +202,9 @@ func (r *buildRun) run() {
 		st := &steps[i]
 		stopped := r.ctx.Err() != nil
 		switch {
+		case r.shardOf != 0 && i > r.shardStep:
+			r.skip(st, fmt.Sprintf("not run: this build is a part of build %d's step %d", r.shardOf, r.shardStep))
+			continue
 		case stopped || (halted && !spec.AlwaysRun):
 			r.skip(st, "not run: "+map[bool]string{true: "build stopped", false: "an earlier step failed"}[stopped])
 			continue
@@ -278,9 +306,23 @@ func (r *buildRun) runStepWithLocks(st *drover.Step, spec *drover.StepSpec, prop
 	return r.runStep(st, spec, props, facts)
 }
 
-// runStep runs one step's command on the build's worker and returns its
-// result, a summary and the properties it set.
+// runStep runs one step and returns its result, a summary and the
+// properties it set.
 func (r *buildRun) runStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
+	if spec.ShardCount() > 1 && r.shardOf == 0 {
+		return r.runShardedStep(st, spec, props, facts)
+	}
+	var env map[string]string
+	if r.shardOf != 0 && st.Index == r.shardStep {
+		env = r.shardEnv
+	}
+	return r.runCommandStep(st, spec, props, facts, env, false)
+}
+
+// runCommandStep runs one step's command on the build's worker, with env
+// added to the step's own environment. With keepOpen, the step's record is
+// left running (a sharded step finishes when all its parts have).
+func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts, env map[string]string, keepOpen bool) (drover.Result, string, drover.Properties) {
 	m := r.m
 	b := &r.build
 	sctx := context.WithoutCancel(r.ctx)
@@ -291,6 +333,10 @@ func (r *buildRun) runStep(st *drover.Step, spec *drover.StepSpec, props drover.
 	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
 
 	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
+		if keepOpen {
+			st.ExitCode = exit
+			return res, summary, nil
+		}
 		st.State, st.Result, st.Summary, st.ExitCode, st.Finished = drover.StepFinished, res, summary, exit, m.now()
 		if err := m.store.UpdateStep(sctx, st); err != nil {
 			m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
@@ -305,6 +351,9 @@ func (r *buildRun) runStep(st *drover.Step, spec *drover.StepSpec, props drover.
 	}
 	id := fmt.Sprintf("b%d-s%d", b.ID, st.Index)
 	run := commandFor(id, b, &r.builder, spec, st.Index, props, facts)
+	for k, v := range env {
+		run.Env[k] = v
+	}
 	header := fmt.Sprintf("$ %s\n  in %s/%s on %s\n\n", strings.Join(redactArgv(run.Argv), " "), run.Builder, run.Workdir, b.Worker)
 	if spec.Kind == drover.StepCheckout {
 		header = fmt.Sprintf("$ git checkout of %s (branch %q, revision %q)\n  in %s/%s on %s\n\n",

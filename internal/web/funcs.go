@@ -33,6 +33,8 @@ func (s *server) funcs() template.FuncMap {
 		"firstLine": firstLine,
 		"waited":    func(t time.Time) string { return waited(s.now(), t) },
 		"shq":       shellQuote,
+		"partRes":   func(r drover.Result) status { return status{string(r), resultClass(string(r))} },
+		"inc":       func(i int) int { return i + 1 },
 	}
 }
 

@@ -1,0 +1,251 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/store"
+)
+
+// Properties that make a build request one part of a sharded step.
+const (
+	propShardParent = "shard_parent" // the build whose step is sharded
+	propShardStep   = "shard_step"   // that step's index
+	propShardIndex  = "shard_index"  // this part, from 0
+	propShardCount  = "shard_count"
+	propShardName   = "shard_name" // the battery, for named shards
+)
+
+// shardSafetyPoll bounds how long a sharded step can miss a part's end if
+// an event was lost (a lagging subscription is told, so this is a backstop).
+const shardSafetyPoll = 10 * time.Second
+
+// shardGroup names the parts of one sharded step, for dispatch: a worker
+// runs at most one part of a group at a time.
+func shardGroup(parent int64, step int) string { return fmt.Sprintf("b%d-s%d", parent, step) }
+
+// requestGroup is the shard group of a request, or "".
+func requestGroup(props drover.Properties) string {
+	parent, err1 := strconv.ParseInt(props[propShardParent], 10, 64)
+	step, err2 := strconv.Atoi(props[propShardStep])
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	return shardGroup(parent, step)
+}
+
+// shardEnv is what a part's command is told.
+func shardEnv(index, count int, name string) map[string]string {
+	env := map[string]string{"DROVER_SHARD_INDEX": strconv.Itoa(index), "DROVER_SHARD_COUNT": strconv.Itoa(count)}
+	if name != "" {
+		env["DROVER_SHARD_NAME"] = name
+	}
+	return env
+}
+
+// initShard recognises a build that is a part of another's sharded step.
+func (r *buildRun) initShard(props drover.Properties) {
+	parent, err := strconv.ParseInt(props[propShardParent], 10, 64)
+	if err != nil || parent == 0 {
+		return
+	}
+	step, err1 := strconv.Atoi(props[propShardStep])
+	index, err2 := strconv.Atoi(props[propShardIndex])
+	count, err3 := strconv.Atoi(props[propShardCount])
+	if err1 != nil || err2 != nil || err3 != nil || step < 0 || step >= len(r.builder.Steps) {
+		r.m.logger.Warn("ignoring malformed shard properties", "build", r.build.ID)
+		return
+	}
+	r.shardOf, r.shardStep = parent, step
+	r.shardEnv = shardEnv(index, count, props[propShardName])
+	r.setGroup(shardGroup(parent, step))
+}
+
+// runShardedStep runs a step as parallel parts: part 0 on this build's
+// worker, the others as builds of their own, queued for other workers (at
+// most one part of the step per worker at a time; with fewer workers,
+// parts wait). The step's result is the worst of the parts'.
+func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	n := spec.ShardCount()
+	name := func(i int) string {
+		if i < len(spec.ShardNames) {
+			return spec.ShardNames[i]
+		}
+		return ""
+	}
+	group := shardGroup(b.ID, st.Index)
+	r.setGroup(group)
+	defer r.setGroup("")
+
+	st.Parts = make([]drover.StepPart, n)
+	st.Parts[0] = drover.StepPart{Index: 0, Name: name(0), BuildID: b.ID, Worker: b.Worker}
+
+	// The parts build what this build checked out, not a newer head.
+	rev := props["got_revision"]
+	if rev == "" {
+		rev = b.Source.Revision
+	}
+	priority := 0
+	var base drover.Properties
+	if req, err := m.store.GetRequest(sctx, b.RequestID); err == nil {
+		priority, base = req.Priority, req.Properties
+	}
+	var reqs []*drover.BuildRequest
+	for i := 1; i < n; i++ {
+		p := base.Clone()
+		if p == nil {
+			p = drover.Properties{}
+		}
+		p[propShardParent] = strconv.FormatInt(b.ID, 10)
+		p[propShardStep] = strconv.Itoa(st.Index)
+		p[propShardIndex] = strconv.Itoa(i)
+		p[propShardCount] = strconv.Itoa(n)
+		if name(i) != "" {
+			p[propShardName] = name(i)
+		}
+		reqs = append(reqs, &drover.BuildRequest{
+			Builder: b.Builder, Source: drover.SourceStamp{Repository: b.Source.Repository, Branch: b.Source.Branch, Revision: rev},
+			Properties: p, Priority: priority + 1, // parts of a started build go before new work
+			Reason: fmt.Sprintf("part %d of %d of %s #%d, step %s", i+1, n, b.Builder, b.Number, spec.Name),
+		})
+	}
+	if err := m.store.AddRequests(sctx, reqs); err != nil {
+		st.Parts = nil
+		return r.runCommandStep(st, spec, props, facts, nil, false) // cannot shard: run it whole here
+	}
+	for i, req := range reqs {
+		st.Parts[i+1] = drover.StepPart{Index: i + 1, Name: name(i + 1), Request: req.ID}
+		m.bus.Publish(events.Event{Type: events.RequestAdded, Builder: req.Builder, Request: req.ID})
+	}
+	m.logger.Info("sharded step", "build", b.ID, "step", spec.Name, "parts", n)
+	m.kick()
+
+	// Part 0, here.
+	res0, sum0, newProps := r.runCommandStep(st, spec, props, facts, shardEnv(0, n, name(0)), true)
+	st.Parts[0].Result = res0
+	r.storeStep(st)
+
+	// The others, as they end.
+	sub := m.bus.Subscribe()
+	defer sub.Close()
+	tick := time.NewTicker(shardSafetyPoll)
+	defer tick.Stop()
+	stop := r.ctx.Done()
+	var giveUp <-chan time.Time
+	for !r.partsDone(sctx, st) {
+		select {
+		case <-sub.C:
+		case <-tick.C:
+		case <-stop:
+			// Stopped: stop the parts too, and wait a little for them to
+			// say so; a stopping master does not wait for queued ones.
+			stop = nil
+			r.cancelParts(st, context.Cause(r.ctx).Error())
+			t := time.NewTimer(cancelWait)
+			defer t.Stop()
+			giveUp = t.C
+		case <-giveUp:
+			for i := range st.Parts {
+				if st.Parts[i].Result == "" {
+					st.Parts[i].Result = drover.Cancelled
+				}
+			}
+		}
+	}
+
+	result := drover.Success
+	var bad []string
+	for _, p := range st.Parts {
+		result = drover.Worst(result, p.Result)
+		if !p.Result.IsGood() {
+			label := fmt.Sprintf("part %d", p.Index+1)
+			if p.Name != "" {
+				label = p.Name
+			}
+			bad = append(bad, fmt.Sprintf("%s %s on %s", label, p.Result, p.Worker))
+		}
+	}
+	summary := fmt.Sprintf("%d parts passed", n)
+	if len(bad) > 0 {
+		summary = fmt.Sprintf("%d of %d parts passed; %s", n-len(bad), n, strings.Join(bad, ", "))
+	}
+	if res0 == drover.Cancelled || res0 == drover.Retry {
+		summary = sum0
+	}
+	st.State, st.Result, st.Summary, st.Finished = drover.StepFinished, result, summary, m.now()
+	r.storeStep(st)
+	m.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(result)})
+	return result, summary, newProps
+}
+
+func (r *buildRun) storeStep(st *drover.Step) {
+	if err := r.m.store.UpdateStep(context.WithoutCancel(r.ctx), st); err != nil {
+		r.m.logger.Error("store step", "build", st.BuildID, "step", st.Index, "err", err)
+	}
+	r.m.bus.Publish(events.Event{Type: events.StepStarted, Builder: r.build.Builder, BuildID: r.build.ID, Step: st.Index})
+}
+
+// partsDone reads the other parts' state and reports whether all ended.
+// A part whose build ended retry is queued again and still counts as
+// running.
+func (r *buildRun) partsDone(ctx context.Context, st *drover.Step) bool {
+	m := r.m
+	done, changed := true, false
+	for i := 1; i < len(st.Parts); i++ {
+		p := &st.Parts[i]
+		if p.Result != "" {
+			continue
+		}
+		req, err := m.store.GetRequest(ctx, p.Request)
+		if err != nil {
+			m.logger.Error("read shard part", "request", p.Request, "err", err)
+			p.Result = drover.Exception
+			changed = true
+			continue
+		}
+		if builds, err := m.store.ListBuilds(ctx, storeBuildsOf(p.Request)); err == nil && len(builds) > 0 {
+			if p.BuildID != builds[0].ID || p.Worker != builds[0].Worker {
+				p.BuildID, p.Worker, changed = builds[0].ID, builds[0].Worker, true
+			}
+		}
+		switch req.State {
+		case drover.RequestFinished, drover.RequestCancelled:
+			p.Result = req.Result
+			if p.Result == "" {
+				p.Result = drover.Cancelled
+			}
+			changed = true
+		default:
+			done = false
+		}
+	}
+	if changed {
+		r.storeStep(st)
+	}
+	return done
+}
+
+// cancelParts stops every part still queued or running.
+func (r *buildRun) cancelParts(st *drover.Step, reason string) {
+	ctx := context.WithoutCancel(r.ctx)
+	for _, p := range st.Parts[1:] {
+		if p.Result != "" {
+			continue
+		}
+		if err := r.m.CancelRequest(ctx, p.Request, "the sharded build stopped: "+reason); err != nil && drover.KindOf(err) != drover.Conflict {
+			r.m.logger.Warn("cancel shard part", "request", p.Request, "err", err)
+		}
+	}
+}
+
+func storeBuildsOf(requestID int64) store.BuildFilter {
+	return store.BuildFilter{RequestID: requestID, Limit: 1}
+}
