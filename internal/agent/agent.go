@@ -156,6 +156,8 @@ type Agent struct {
 	evalMu     sync.Mutex
 	loadWarned bool // the load is unreadable and the owner was told
 
+	probes *probeState // the master's probes and their latest results
+
 	availMu  sync.Mutex
 	settings settings           // the owner's manual setting and schedule
 	avail    AvailabilityStatus // the latest evaluation
@@ -167,6 +169,7 @@ type Agent struct {
 // fails with a Conflict if a worker process already runs in cfg.Dir.
 func New(cfg Config) (*Agent, error) {
 	a := &Agent{
+		probes:      newProbeState(),
 		cfg:         cfg,
 		log:         cfg.Logger,
 		backoffMin:  backoffMin,
@@ -488,9 +491,16 @@ func (a *Agent) session(ctx context.Context) (time.Duration, error) {
 	a.log.Info("connected to master", "master", a.master, "worker", welcome.GetWorkerName(),
 		"master_version", welcome.GetMasterVersion(), "protocol", welcome.GetProtocolVersion(), "kept", len(welcome.GetKeep()))
 
+	a.probes.set(welcome.GetProbes(), time.Duration(welcome.GetProbeIntervalMs())*time.Millisecond)
+	_, probeGen := a.probes.results()
+
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		err := a.send(gctx, stream, availGen)
+		a.runProbes(gctx, a.notify)
+		return nil
+	})
+	g.Go(func() error {
+		err := a.send(gctx, stream, availGen, probeGen)
 		cancel() // a broken send ends the stream, and so the receiver
 		return err
 	})
@@ -581,10 +591,7 @@ func (a *Agent) hello() (*workerproto.Hello, uint64) {
 	a.stateMu.Lock()
 	name, tok := a.st.Name, a.st.Token
 	a.stateMu.Unlock()
-	facts := make(map[string]*workerproto.FactValues)
-	for k, v := range DetectFacts(a.cfg.Version) {
-		facts[k] = &workerproto.FactValues{Values: v}
-	}
+	facts := a.allFacts()
 	h := &workerproto.Hello{
 		Name:            name,
 		Token:           tok,
@@ -644,8 +651,16 @@ func (a *Agent) adopt(keep []string) {
 // output and Finished messages, in order per command, and a FactsUpdate
 // whenever the availability moves past availGen, the generation the
 // master last heard (in the hello).
-func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClient, availGen uint64) error {
+func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClient, availGen, probeGen uint64) error {
 	for {
+		if _, gen := a.probes.results(); gen != probeGen {
+			st, _ := a.availability()
+			up := &workerproto.FactsUpdate{Facts: a.allFacts(), Availability: string(st.Availability), AvailabilityReason: st.Reason}
+			if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Facts{Facts: up}}); err != nil {
+				return fmt.Errorf("send facts: %w", err)
+			}
+			probeGen = gen
+		}
 		if st, gen := a.availability(); gen != availGen {
 			if err := stream.Send(availabilityUpdate(st)); err != nil {
 				return fmt.Errorf("send availability: %w", err)
@@ -693,6 +708,8 @@ func (a *Agent) receive(stream workerproto.Worker_ConnectClient) error {
 			a.cancel(msg.Cancel)
 		case *workerproto.MasterMessage_Ack:
 			a.ack(msg.Ack)
+		case *workerproto.MasterMessage_SetProbes:
+			a.probes.set(msg.SetProbes.GetProbes(), time.Duration(msg.SetProbes.GetProbeIntervalMs())*time.Millisecond)
 		case *workerproto.MasterMessage_Welcome:
 			a.log.Warn("ignoring a second welcome")
 		default:

@@ -144,6 +144,11 @@ func (s *Session) Run(cmd *pb.RunCommand) error {
 	return s.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Run{Run: cmd}})
 }
 
+// SetProbes sends the worker new probes.
+func (s *Session) SetProbes(p *pb.SetProbes) error {
+	return s.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_SetProbes{SetProbes: p}})
+}
+
 // Cancel asks the worker to kill a command.
 func (s *Session) Cancel(commandID, reason string) error {
 	return s.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Cancel{Cancel: &pb.Cancel{CommandId: commandID, Reason: reason}}})

@@ -18,6 +18,8 @@ package workerproto
 //	   numbered output, ack, finished, facts updates.
 //	   (additive) Ack.finished: the master stored the command's Finished.
 //	   (additive) Hello and FactsUpdate availability_reason.
+//	   (additive) Welcome.probes, probe_interval_ms and SetProbes: the
+//	   master's probes, run by the worker, reported as facts.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

@@ -853,9 +853,13 @@ type Welcome struct {
 	WorkerName      string                 `protobuf:"bytes,3,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
 	// keep lists the command ids of the hello's running commands that the
 	// master still wants; the worker kills the others.
-	Keep          []string `protobuf:"bytes,4,rep,name=keep,proto3" json:"keep,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Keep []string `protobuf:"bytes,4,rep,name=keep,proto3" json:"keep,omitempty"`
+	// probes are the master's probes: the worker runs them now and every
+	// probe_interval_ms, and reports their results as facts.
+	Probes          []*Probe `protobuf:"bytes,5,rep,name=probes,proto3" json:"probes,omitempty"`
+	ProbeIntervalMs int64    `protobuf:"varint,6,opt,name=probe_interval_ms,json=probeIntervalMs,proto3" json:"probe_interval_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -916,6 +920,136 @@ func (x *Welcome) GetKeep() []string {
 	return nil
 }
 
+func (x *Welcome) GetProbes() []*Probe {
+	if x != nil {
+		return x.Probes
+	}
+	return nil
+}
+
+func (x *Welcome) GetProbeIntervalMs() int64 {
+	if x != nil {
+		return x.ProbeIntervalMs
+	}
+	return 0
+}
+
+// Probe is a command whose output becomes a fact: each non-empty line of
+// its standard output is a value. A probe that fails, times out or prints
+// nothing sets no fact.
+type Probe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Command       string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	TimeoutMs     int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Probe) Reset() {
+	*x = Probe{}
+	mi := &file_worker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Probe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Probe) ProtoMessage() {}
+
+func (x *Probe) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Probe.ProtoReflect.Descriptor instead.
+func (*Probe) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Probe) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Probe) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *Probe) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// SetProbes replaces the probes after a config reload.
+type SetProbes struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Probes          []*Probe               `protobuf:"bytes,1,rep,name=probes,proto3" json:"probes,omitempty"`
+	ProbeIntervalMs int64                  `protobuf:"varint,2,opt,name=probe_interval_ms,json=probeIntervalMs,proto3" json:"probe_interval_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetProbes) Reset() {
+	*x = SetProbes{}
+	mi := &file_worker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProbes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProbes) ProtoMessage() {}
+
+func (x *SetProbes) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProbes.ProtoReflect.Descriptor instead.
+func (*SetProbes) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetProbes) GetProbes() []*Probe {
+	if x != nil {
+		return x.Probes
+	}
+	return nil
+}
+
+func (x *SetProbes) GetProbeIntervalMs() int64 {
+	if x != nil {
+		return x.ProbeIntervalMs
+	}
+	return 0
+}
+
 type RunCommand struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
@@ -937,7 +1071,7 @@ type RunCommand struct {
 
 func (x *RunCommand) Reset() {
 	*x = RunCommand{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1083,7 @@ func (x *RunCommand) String() string {
 func (*RunCommand) ProtoMessage() {}
 
 func (x *RunCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1096,7 @@ func (x *RunCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCommand.ProtoReflect.Descriptor instead.
 func (*RunCommand) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunCommand) GetCommandId() string {
@@ -1045,7 +1179,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1191,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1204,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetCommandId() string {
@@ -1101,7 +1235,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1247,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1260,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetCommandId() string {
@@ -1158,6 +1292,7 @@ type MasterMessage struct {
 	//	*MasterMessage_Run
 	//	*MasterMessage_Cancel
 	//	*MasterMessage_Ack
+	//	*MasterMessage_SetProbes
 	Msg           isMasterMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1165,7 +1300,7 @@ type MasterMessage struct {
 
 func (x *MasterMessage) Reset() {
 	*x = MasterMessage{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1312,7 @@ func (x *MasterMessage) String() string {
 func (*MasterMessage) ProtoMessage() {}
 
 func (x *MasterMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1325,7 @@ func (x *MasterMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterMessage.ProtoReflect.Descriptor instead.
 func (*MasterMessage) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MasterMessage) GetMsg() isMasterMessage_Msg {
@@ -1236,6 +1371,15 @@ func (x *MasterMessage) GetAck() *Ack {
 	return nil
 }
 
+func (x *MasterMessage) GetSetProbes() *SetProbes {
+	if x != nil {
+		if x, ok := x.Msg.(*MasterMessage_SetProbes); ok {
+			return x.SetProbes
+		}
+	}
+	return nil
+}
+
 type isMasterMessage_Msg interface {
 	isMasterMessage_Msg()
 }
@@ -1256,6 +1400,10 @@ type MasterMessage_Ack struct {
 	Ack *Ack `protobuf:"bytes,4,opt,name=ack,proto3,oneof"`
 }
 
+type MasterMessage_SetProbes struct {
+	SetProbes *SetProbes `protobuf:"bytes,5,opt,name=set_probes,json=setProbes,proto3,oneof"`
+}
+
 func (*MasterMessage_Welcome) isMasterMessage_Msg() {}
 
 func (*MasterMessage_Run) isMasterMessage_Msg() {}
@@ -1263,6 +1411,8 @@ func (*MasterMessage_Run) isMasterMessage_Msg() {}
 func (*MasterMessage_Cancel) isMasterMessage_Msg() {}
 
 func (*MasterMessage_Ack) isMasterMessage_Msg() {}
+
+func (*MasterMessage_SetProbes) isMasterMessage_Msg() {}
 
 var File_worker_proto protoreflect.FileDescriptor
 
@@ -1337,13 +1487,23 @@ const file_worker_proto_rawDesc = "" +
 	"\x06output\x18\x02 \x01(\v2\x18.drover.worker.v1.OutputH\x00R\x06output\x128\n" +
 	"\bfinished\x18\x03 \x01(\v2\x1a.drover.worker.v1.FinishedH\x00R\bfinished\x125\n" +
 	"\x05facts\x18\x04 \x01(\v2\x1d.drover.worker.v1.FactsUpdateH\x00R\x05factsB\x05\n" +
-	"\x03msg\"\x90\x01\n" +
+	"\x03msg\"\xed\x01\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12%\n" +
 	"\x0emaster_version\x18\x02 \x01(\tR\rmasterVersion\x12\x1f\n" +
 	"\vworker_name\x18\x03 \x01(\tR\n" +
 	"workerName\x12\x12\n" +
-	"\x04keep\x18\x04 \x03(\tR\x04keep\"\x88\x03\n" +
+	"\x04keep\x18\x04 \x03(\tR\x04keep\x12/\n" +
+	"\x06probes\x18\x05 \x03(\v2\x17.drover.worker.v1.ProbeR\x06probes\x12*\n" +
+	"\x11probe_interval_ms\x18\x06 \x01(\x03R\x0fprobeIntervalMs\"T\n" +
+	"\x05Probe\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"h\n" +
+	"\tSetProbes\x12/\n" +
+	"\x06probes\x18\x01 \x03(\v2\x17.drover.worker.v1.ProbeR\x06probes\x12*\n" +
+	"\x11probe_interval_ms\x18\x02 \x01(\x03R\x0fprobeIntervalMs\"\x88\x03\n" +
 	"\n" +
 	"RunCommand\x12\x1d\n" +
 	"\n" +
@@ -1369,12 +1529,14 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1a\n" +
-	"\bfinished\x18\x03 \x01(\bR\bfinished\"\xde\x01\n" +
+	"\bfinished\x18\x03 \x01(\bR\bfinished\"\x9c\x02\n" +
 	"\rMasterMessage\x125\n" +
 	"\awelcome\x18\x01 \x01(\v2\x19.drover.worker.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x03run\x18\x02 \x01(\v2\x1c.drover.worker.v1.RunCommandH\x00R\x03run\x122\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x18.drover.worker.v1.CancelH\x00R\x06cancel\x12)\n" +
-	"\x03ack\x18\x04 \x01(\v2\x15.drover.worker.v1.AckH\x00R\x03ackB\x05\n" +
+	"\x03ack\x18\x04 \x01(\v2\x15.drover.worker.v1.AckH\x00R\x03ack\x12<\n" +
+	"\n" +
+	"set_probes\x18\x05 \x01(\v2\x1b.drover.worker.v1.SetProbesH\x00R\tsetProbesB\x05\n" +
 	"\x03msg*F\n" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
@@ -1403,7 +1565,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_worker_proto_goTypes = []any{
 	(Stream)(0),            // 0: drover.worker.v1.Stream
 	(FinishReason)(0),      // 1: drover.worker.v1.FinishReason
@@ -1417,42 +1579,47 @@ var file_worker_proto_goTypes = []any{
 	(*FactsUpdate)(nil),    // 9: drover.worker.v1.FactsUpdate
 	(*WorkerMessage)(nil),  // 10: drover.worker.v1.WorkerMessage
 	(*Welcome)(nil),        // 11: drover.worker.v1.Welcome
-	(*RunCommand)(nil),     // 12: drover.worker.v1.RunCommand
-	(*Cancel)(nil),         // 13: drover.worker.v1.Cancel
-	(*Ack)(nil),            // 14: drover.worker.v1.Ack
-	(*MasterMessage)(nil),  // 15: drover.worker.v1.MasterMessage
-	nil,                    // 16: drover.worker.v1.Hello.FactsEntry
-	nil,                    // 17: drover.worker.v1.Hello.LabelsEntry
-	nil,                    // 18: drover.worker.v1.FactsUpdate.FactsEntry
-	nil,                    // 19: drover.worker.v1.RunCommand.EnvEntry
+	(*Probe)(nil),          // 12: drover.worker.v1.Probe
+	(*SetProbes)(nil),      // 13: drover.worker.v1.SetProbes
+	(*RunCommand)(nil),     // 14: drover.worker.v1.RunCommand
+	(*Cancel)(nil),         // 15: drover.worker.v1.Cancel
+	(*Ack)(nil),            // 16: drover.worker.v1.Ack
+	(*MasterMessage)(nil),  // 17: drover.worker.v1.MasterMessage
+	nil,                    // 18: drover.worker.v1.Hello.FactsEntry
+	nil,                    // 19: drover.worker.v1.Hello.LabelsEntry
+	nil,                    // 20: drover.worker.v1.FactsUpdate.FactsEntry
+	nil,                    // 21: drover.worker.v1.RunCommand.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
-	16, // 0: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
-	17, // 1: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
+	18, // 0: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
+	19, // 1: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
 	5,  // 2: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
 	0,  // 3: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
 	1,  // 4: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
-	18, // 5: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
+	20, // 5: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
 	6,  // 6: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
 	7,  // 7: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
 	8,  // 8: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
 	9,  // 9: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
-	19, // 10: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
-	11, // 11: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
-	12, // 12: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
-	13, // 13: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
-	14, // 14: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
-	4,  // 15: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	4,  // 16: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	2,  // 17: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
-	10, // 18: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
-	3,  // 19: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
-	15, // 20: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 10: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
+	12, // 11: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
+	21, // 12: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
+	11, // 13: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
+	14, // 14: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
+	15, // 15: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
+	16, // 16: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
+	13, // 17: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
+	4,  // 18: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	4,  // 19: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	2,  // 20: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
+	10, // 21: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
+	3,  // 22: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
+	17, // 23: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1466,11 +1633,12 @@ func file_worker_proto_init() {
 		(*WorkerMessage_Finished)(nil),
 		(*WorkerMessage_Facts)(nil),
 	}
-	file_worker_proto_msgTypes[13].OneofWrappers = []any{
+	file_worker_proto_msgTypes[15].OneofWrappers = []any{
 		(*MasterMessage_Welcome)(nil),
 		(*MasterMessage_Run)(nil),
 		(*MasterMessage_Cancel)(nil),
 		(*MasterMessage_Ack)(nil),
+		(*MasterMessage_SetProbes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1478,7 +1646,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
