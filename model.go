@@ -111,6 +111,19 @@ type Step struct {
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
+	// Parts are the parallel parts of a sharded step, each a build of its
+	// own on its own worker; the step's result merges theirs.
+	Parts []StepPart `json:"parts,omitempty"`
+}
+
+// StepPart is one part of a sharded step.
+type StepPart struct {
+	Index   int    `json:"index"`
+	Name    string `json:"name,omitempty"` // the battery, for named shards
+	BuildID int64  `json:"build_id,omitempty"`
+	Request int64  `json:"request_id,omitempty"`
+	Worker  string `json:"worker,omitempty"`
+	Result  Result `json:"result,omitempty"`
 }
 
 // Log is the index entry of one log of a step. The bytes live in the log
@@ -179,6 +192,11 @@ type Worker struct {
 	// ConnectedAt is when the current session began (zero when not connected).
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	Address     string    `json:"address,omitempty"`
+	// Approval is an admin's verdict on the worker: "approved" (the
+	// default, and every worker enrolled while approval is not required),
+	// "pending" (enrolled under drover.master(approve_workers = True) and
+	// not yet decided) or "rejected". Only an approved worker may connect.
+	Approval string `json:"approval,omitempty"`
 }
 
 // Effective returns the availability that dispatch applies, why, and who

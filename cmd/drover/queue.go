@@ -125,6 +125,7 @@ func workersCmd(g *globals) *cobra.Command {
 		},
 	}
 	cf.add(c)
+	c.AddCommand(approvalCmds(g)...)
 	return c
 }
 

@@ -46,6 +46,13 @@ type Backend interface {
 	// the caller for the record ("operator <token id>"). It never stops a
 	// running build. NotFound for an unknown worker.
 	SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error
+	// SetApproval records an admin's verdict on a worker: approval is
+	// "approved", "pending" or "rejected" (store.ApprovalApproved, …), by
+	// names the caller for the record. An approved worker is let in at its
+	// next connection attempt; a worker no longer approved loses its live
+	// session, if it has one. Invalid for another word, NotFound for an
+	// unknown worker.
+	SetApproval(ctx context.Context, worker, approval, by string) error
 
 	// Eligibility explains, for every known worker, whether it may run
 	// builder name and why.

@@ -192,6 +192,16 @@ func (b *testBackend) SetAvailability(ctx context.Context, worker string, a drov
 	return nil
 }
 
+// SetApproval stores an admin's verdict as the master does and publishes
+// the change.
+func (b *testBackend) SetApproval(ctx context.Context, worker, approval, by string) error {
+	if err := b.st.SetApproval(ctx, worker, approval, by, time.Now()); err != nil {
+		return fmt.Errorf("set approval: %w", err)
+	}
+	b.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
+	return nil
+}
+
 func (b *testBackend) Authenticate(ctx context.Context, token string) (drover.Role, error) {
 	role, ok := b.tokens[token]
 	if !ok {

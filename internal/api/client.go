@@ -221,6 +221,28 @@ func (c *Client) SetAvailability(ctx context.Context, worker, availability, reas
 	return &out, nil
 }
 
+// ApproveWorker lets a worker that waits for approval (or was rejected)
+// connect at its next attempt. It needs an admin token and returns the
+// worker as it now is.
+func (c *Client) ApproveWorker(ctx context.Context, worker string) (*drover.Worker, error) {
+	return c.approval(ctx, worker, "approve")
+}
+
+// RejectWorker refuses a worker for good: its connections are refused and
+// it stops trying. It needs an admin token and returns the worker as it
+// now is.
+func (c *Client) RejectWorker(ctx context.Context, worker string) (*drover.Worker, error) {
+	return c.approval(ctx, worker, "reject")
+}
+
+func (c *Client) approval(ctx context.Context, worker, verb string) (*drover.Worker, error) {
+	var out drover.Worker
+	if err := c.call(ctx, http.MethodPost, "/workers/"+url.PathEscape(worker)+"/"+verb, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Queue returns the pending build requests in the order the dispatcher
 // serves them, each with why it is waiting.
 func (c *Client) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
@@ -295,6 +317,12 @@ func (c *Client) WaitRequest(ctx context.Context, id int64) (*drover.Build, *dro
 		d, err := c.Request(ctx, id)
 		switch {
 		case err == nil:
+			// The request and its builds are read one after the other, so
+			// a build may already show finished while the request does
+			// not: wait for the request to end too, so that both agree.
+			if d.Request.State != drover.RequestCancelled && d.Request.State != drover.RequestFinished {
+				break
+			}
 			// Builds come newest first: the newest final one is the answer.
 			for i := range d.Builds {
 				b := &d.Builds[i]
@@ -302,9 +330,7 @@ func (c *Client) WaitRequest(ctx context.Context, id int64) (*drover.Build, *dro
 					return b, &d.Request, nil
 				}
 			}
-			if d.Request.State == drover.RequestCancelled || d.Request.State == drover.RequestFinished {
-				return nil, &d.Request, nil
-			}
+			return nil, &d.Request, nil
 		case drover.KindOf(err) == drover.Unavailable && ctx.Err() == nil:
 			// The master may be restarting; it loses no request.
 		default:

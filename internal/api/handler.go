@@ -65,6 +65,7 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	read := func(pattern string, h handlerFunc) { mux.Handle(pattern, s.endpoint(drover.RoleRead, h)) }
 	write := func(pattern string, h handlerFunc) { mux.Handle(pattern, s.endpoint(drover.RoleOperator, h)) }
+	admin := func(pattern string, h handlerFunc) { mux.Handle(pattern, s.endpoint(drover.RoleAdmin, h)) }
 
 	read("GET /api/v1/version", s.version)
 
@@ -90,6 +91,8 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 	read("GET /api/v1/workers", s.listWorkers)
 	read("GET /api/v1/workers/{name}", s.getWorker)
 	write("POST /api/v1/workers/{name}/availability", s.setAvailability)
+	admin("POST /api/v1/workers/{name}/approve", s.approveWorker)
+	admin("POST /api/v1/workers/{name}/reject", s.rejectWorker)
 
 	read("GET /api/v1/queue", s.queue)
 	read("GET /api/v1/locks", s.locks)

@@ -89,6 +89,12 @@ type Store interface {
 	// availability for worker name, which UpsertWorker never changes. It
 	// fails with NotFound for an unknown worker.
 	SetAvailabilityOverride(ctx context.Context, name string, o *drover.AvailabilityOverride) error
+	// SetApproval records an admin's verdict on worker name: approval is
+	// "approved", "pending" or "rejected" (see ApprovalApproved), by names
+	// the admin, at when. UpsertWorker never changes it; Enroll sets it
+	// from the enrolling worker. It fails with Invalid for another word
+	// and NotFound for an unknown worker.
+	SetApproval(ctx context.Context, name, approval, by string, at time.Time) error
 	// MarkAllDisconnected sets every worker disconnected; a master calls it
 	// as it starts, since it has no sessions yet.
 	MarkAllDisconnected(ctx context.Context) error

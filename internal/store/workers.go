@@ -13,19 +13,44 @@ import (
 // This file holds workers and tokens.
 
 // workerColumns are written by UpsertWorker; the override columns only by
-// SetAvailabilityOverride, so a worker's reconnection never clears what an
-// operator set.
+// SetAvailabilityOverride, and approval is set when the row is made (and
+// by Enroll) and afterwards only by SetApproval, so a worker's
+// reconnection never clears what an operator or an admin set.
 const workerColumns = `name, facts, labels, version, os, arch, availability, connected,
-	first_seen, last_seen, connected_at, address, availability_reason`
+	first_seen, last_seen, connected_at, address, availability_reason, approval`
 
 const workerReadColumns = workerColumns + `, override_availability, override_reason, override_by, override_at`
+
+// The approval states of a worker (drover.Worker.Approval).
+const (
+	// ApprovalApproved lets the worker connect: the default, and the state
+	// of every worker enrolled while the master does not require approval.
+	ApprovalApproved = "approved"
+	// ApprovalPending holds a worker enrolled under approve_workers until
+	// an admin decides.
+	ApprovalPending = "pending"
+	// ApprovalRejected keeps a worker out for good (until approved).
+	ApprovalRejected = "rejected"
+)
+
+// ParseApproval checks the name of an approval state; "" is approved, as
+// a worker row written before approval existed is.
+func ParseApproval(s string) (string, error) {
+	switch s {
+	case "", ApprovalApproved:
+		return ApprovalApproved, nil
+	case ApprovalPending, ApprovalRejected:
+		return s, nil
+	}
+	return "", drover.Errorf(drover.Invalid, "unknown approval %q (want approved, pending or rejected)", s)
+}
 
 func scanWorker(r scanner) (drover.Worker, error) {
 	var w drover.Worker
 	var first, last, connAt, overAt dbTime
 	var over drover.AvailabilityOverride
 	err := r.Scan(&w.Name, scanJSON{&w.Facts}, scanJSON{&w.Labels}, &w.Version, &w.OS, &w.Arch,
-		&w.Availability, &w.Connected, &first, &last, &connAt, &w.Address, &w.AvailabilityReason,
+		&w.Availability, &w.Connected, &first, &last, &connAt, &w.Address, &w.AvailabilityReason, &w.Approval,
 		&over.Availability, &over.Reason, &over.By, &overAt)
 	w.FirstSeen, w.LastSeen, w.ConnectedAt = time.Time(first), time.Time(last), time.Time(connAt)
 	if over.Availability != "" {
@@ -71,13 +96,18 @@ func (s *DB) UpsertWorker(ctx context.Context, w *drover.Worker) error {
 	if err != nil {
 		return err
 	}
-	if err := s.upsertWorker(ctx, q, w); err != nil {
+	if err := s.upsertWorker(ctx, q, w, false); err != nil {
 		return fmt.Errorf("upsert worker: %w", err)
 	}
 	return nil
 }
 
-func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker) error {
+// upsertWorker stores w. w.Approval ("" is approved) applies to a new row;
+// an existing row keeps its approval unless setApproval is set, which
+// Enroll does: a machine that enrolls under a name whose tokens were all
+// revoked is a new machine, and must be approved afresh. w.Approval is set
+// to the stored value.
+func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker, setApproval bool) error {
 	if w == nil || w.Name == "" {
 		return drover.Errorf(drover.Invalid, "a worker needs a name")
 	}
@@ -85,22 +115,57 @@ func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker) erro
 	if avail == "" {
 		avail = drover.Eager
 	}
+	approval, err := ParseApproval(w.Approval)
+	if err != nil {
+		return fmt.Errorf("store worker %s: %w", w.Name, err)
+	}
+	onConflict := ""
+	if setApproval {
+		onConflict = `, approval = excluded.approval`
+	}
 	var first dbTime
-	err := q.QueryRowContext(ctx, s.q(`INSERT INTO workers (`+workerColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	var stored string
+	err = q.QueryRowContext(ctx, s.q(`INSERT INTO workers (`+workerColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET
 			facts = excluded.facts, labels = excluded.labels, version = excluded.version,
 			os = excluded.os, arch = excluded.arch, availability = excluded.availability,
 			availability_reason = excluded.availability_reason,
 			connected = excluded.connected, last_seen = excluded.last_seen,
-			connected_at = excluded.connected_at, address = excluded.address
-		RETURNING first_seen`),
+			connected_at = excluded.connected_at, address = excluded.address`+onConflict+`
+		RETURNING first_seen, approval`),
 		w.Name, jsonMap(w.Facts), jsonMap(w.Labels), w.Version, w.OS, w.Arch, avail, w.Connected,
-		dbTime(orNow(w.FirstSeen)), dbTime(w.LastSeen), dbTime(w.ConnectedAt), w.Address, w.AvailabilityReason).Scan(&first)
+		dbTime(orNow(w.FirstSeen)), dbTime(w.LastSeen), dbTime(w.ConnectedAt), w.Address, w.AvailabilityReason,
+		approval).Scan(&first, &stored)
 	if err != nil {
 		return fmt.Errorf("store worker %s: %w", w.Name, err)
 	}
-	w.Availability, w.FirstSeen = avail, time.Time(first)
+	w.Availability, w.FirstSeen, w.Approval = avail, time.Time(first), stored
+	return nil
+}
+
+// SetApproval records an admin's verdict on worker name: approval is
+// approved, pending or rejected, by names the admin and at the time. It
+// fails with Invalid for another word and NotFound for an unknown worker.
+func (s *DB) SetApproval(ctx context.Context, name, approval, by string, at time.Time) error {
+	if approval == "" {
+		return drover.Errorf(drover.Invalid, "set approval of %s: approval is empty", name)
+	}
+	if _, err := ParseApproval(approval); err != nil {
+		return fmt.Errorf("set approval of %s: %w", name, err)
+	}
+	q, err := s.writer()
+	if err != nil {
+		return err
+	}
+	res, err := q.ExecContext(ctx, s.q(`UPDATE workers SET approval = ?, approval_by = ?, approval_at = ? WHERE name = ?`),
+		approval, by, dbTime(orNow(at)), name)
+	if err == nil {
+		err = mustAffect(res, func() error { return drover.Errorf(drover.NotFound, "worker %s not found", name) })
+	}
+	if err != nil {
+		return fmt.Errorf("set approval of %s: %w", name, err)
+	}
 	return nil
 }
 
@@ -325,7 +390,7 @@ func (s *DB) Enroll(ctx context.Context, enrollID string, at time.Time, wt *drov
 		if err := s.addToken(ctx, tx, &tok); err != nil {
 			return err
 		}
-		return s.upsertWorker(ctx, tx, &wk)
+		return s.upsertWorker(ctx, tx, &wk, true)
 	})
 	if err != nil {
 		return fmt.Errorf("enroll worker %s: %w", w.Name, err)

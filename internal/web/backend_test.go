@@ -64,7 +64,7 @@ func newTestBackend(t *testing.T) *testBackend {
 		bus:     &events.Bus{},
 		logs:    make(map[int64]*memLog),
 		waiting: make(map[int64]drover.QueueEntry),
-		tokens:  map[string]drover.Role{operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
+		tokens:  map[string]drover.Role{adminToken: drover.RoleAdmin, operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
 	}
 	t.Cleanup(func() {
 		b.bus.Close()
@@ -112,6 +112,7 @@ func (b *testBackend) Eligibility(ctx context.Context, builder string) ([]drover
 
 // Tokens the test backend accepts, in the form tokens.New makes.
 const (
+	adminToken    = "drover_api_ad0000000001_admin-secret"
 	operatorToken = "drover_api_0e0000000002_operator-secret"
 	readerToken   = "drover_api_4e0000000003_reader-secret"
 )
@@ -180,6 +181,16 @@ func (b *testBackend) SetAvailability(ctx context.Context, worker string, a drov
 	}
 	if err := b.st.SetAvailabilityOverride(ctx, worker, o); err != nil {
 		return fmt.Errorf("set availability override: %w", err)
+	}
+	b.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
+	return nil
+}
+
+// SetApproval stores an admin's verdict as the master does and publishes
+// the change.
+func (b *testBackend) SetApproval(ctx context.Context, worker, approval, by string) error {
+	if err := b.st.SetApproval(ctx, worker, approval, by, time.Now()); err != nil {
+		return fmt.Errorf("set approval: %w", err)
 	}
 	b.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
 	return nil

@@ -255,11 +255,24 @@ func (s *server) handleWorkers(w http.ResponseWriter, r *http.Request) {
 	for _, b := range running {
 		byWorker[b.Worker] = append(byWorker[b.Worker], b)
 	}
-	rows := make([]workerRow, 0, len(workers))
+	p := workersPage{Workers: make([]workerRow, 0, len(workers))}
 	for _, wk := range workers {
-		rows = append(rows, workerRow{Worker: wk, Avail: availabilityOf(wk), Running: byWorker[wk.Name]})
+		row := workerRow{Worker: wk, Avail: availabilityOf(wk), Running: byWorker[wk.Name]}
+		if wk.Approval == store.ApprovalPending {
+			p.Awaiting = append(p.Awaiting, row)
+			continue
+		}
+		p.Workers = append(p.Workers, row)
 	}
-	s.render(w, r, http.StatusOK, "workers", "workers", "Workers", rows)
+	s.render(w, r, http.StatusOK, "workers", "workers", "Workers", p)
+}
+
+// workersPage is the data of the workers page: the fleet, and apart from
+// it the workers that enrolled while approval is required and wait for an
+// admin, so that they stand out rather than sit dim among the others.
+type workersPage struct {
+	Workers  []workerRow
+	Awaiting []workerRow
 }
 
 // workerPage is the data of one worker's page.

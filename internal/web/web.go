@@ -1,5 +1,6 @@
 // Package web serves Drover's human interface: server-rendered HTML pages
-// (home, builders, builder, build, workers, worker, changes, queue, locks)
+// (home, waterfall, classes, builders, builder, build, workers, worker,
+// changes, queue, locks)
 // made with html/template from templates and assets embedded in the binary.
 //
 // Pages are complete without JavaScript. A small script (static/live.js)
@@ -40,7 +41,7 @@ var content embed.FS
 
 // pageNames lists every page template (templates/NAME.html).
 func pageNames() []string {
-	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "queue", "locks", "error"}
+	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "queue", "locks", "waterfall", "classes", "error"}
 }
 
 // pageFragments lists the fragments a page can render alone; fragment F is
@@ -57,7 +58,7 @@ func pageFragments(page string) []string {
 	case "build":
 		return []string{"header", "steps", "props", "locks"}
 	case "workers":
-		return []string{"workers"}
+		return []string{"workers", "approval"}
 	case "worker":
 		return []string{"info", "builds"}
 	case "changes":
@@ -66,6 +67,10 @@ func pageFragments(page string) []string {
 		return []string{"queue"}
 	case "locks":
 		return []string{"locks"}
+	case "waterfall":
+		return []string{"waterfall"}
+	case "classes":
+		return []string{"classes"}
 	}
 	return nil
 }
@@ -154,6 +159,8 @@ func (s *server) parseTemplates() error {
 func (s *server) routes() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.handleHome)
+	mux.HandleFunc("GET /waterfall", s.handleWaterfall)
+	mux.HandleFunc("GET /classes", s.handleClasses)
 	mux.HandleFunc("GET /builders", s.handleBuilders)
 	mux.HandleFunc("GET /builders/{name}", s.handleBuilder)
 	mux.HandleFunc("GET /builders/{name}/builds/{number}", s.handleBuildByNumber)

@@ -14,6 +14,13 @@
 // InvalidArgument; the master and every other session carry on. A wrong
 // token is refused with Unauthenticated and logged with the peer address,
 // and nothing is registered.
+//
+// When the master requires approval (drover.master(approve_workers =
+// True)), a worker that enrolls is stored as pending, and its hellos are
+// refused until an admin approves it: with FailedPrecondition while it is
+// pending, which the worker retries with backoff, so that approval takes
+// effect at its next attempt; with PermissionDenied once it is rejected,
+// which makes the worker stop.
 package workerhub
 
 import (
@@ -61,7 +68,20 @@ type Options struct {
 	Version string // the master's program version, sent in welcome
 	// HelloTimeout bounds the wait for a new stream's hello.
 	HelloTimeout time.Duration
-	Now          func() time.Time
+	// Probes, if set, gives the probes a welcome carries.
+	Probes func() *pb.SetProbes
+	Now    func() time.Time
+	// RequireApproval reports whether workers that enroll now must wait
+	// for an admin's approval. It is asked at each enrollment, so that a
+	// reloaded config applies at once. When nil, the Handler is asked if
+	// it implements ApprovalPolicy; otherwise approval is not required.
+	RequireApproval func() bool
+}
+
+// ApprovalPolicy is implemented by a Handler that decides whether newly
+// enrolled workers need an admin's approval (the master, from its config).
+type ApprovalPolicy interface {
+	RequireApproval() bool
 }
 
 // Hub implements the Worker gRPC service.
@@ -73,6 +93,9 @@ type Hub struct {
 	version string
 	helloTO time.Duration
 	now     func() time.Time
+	probes  func() *pb.SetProbes
+	// approval reports whether enrolling workers wait for approval.
+	approval func() bool
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -86,9 +109,16 @@ func New(o Options) *Hub {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RequireApproval == nil {
+		if p, ok := o.Handler.(ApprovalPolicy); ok {
+			o.RequireApproval = p.RequireApproval
+		} else {
+			o.RequireApproval = func() bool { return false }
+		}
+	}
 	return &Hub{
 		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
-		version: o.Version, helloTO: o.HelloTimeout, now: o.Now,
+		version: o.Version, helloTO: o.HelloTimeout, now: o.Now, probes: o.Probes, approval: o.RequireApproval,
 		sessions: make(map[string]*Session),
 	}
 }
@@ -170,6 +200,10 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 	w := &drover.Worker{
 		Name: req.GetName(), Version: req.GetProgramVersion(), OS: req.GetOs(), Arch: req.GetArch(),
 		Availability: drover.Eager, FirstSeen: now, LastSeen: now, Address: addr,
+		Approval: store.ApprovalApproved,
+	}
+	if h.approval() {
+		w.Approval = store.ApprovalPending
 	}
 	if err := h.store.Enroll(ctx, id, now, &wt, w); err != nil {
 		if drover.KindOf(err) == drover.Unauthorized {
@@ -179,7 +213,11 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 		log.Error("enrollment failed", "err", err)
 		return nil, status.Error(codes.Internal, "internal error")
 	}
-	log.Info("worker enrolled", "token", tokens.Redact(full))
+	if w.Approval == store.ApprovalPending {
+		log.Info("worker enrolled; it waits for an admin's approval (drover workers approve NAME)", "token", tokens.Redact(full))
+	} else {
+		log.Info("worker enrolled", "token", tokens.Redact(full))
+	}
 	return &pb.EnrollResponse{WorkerName: req.GetName(), Token: full}, nil
 }
 
@@ -208,6 +246,41 @@ func (h *Hub) authenticate(ctx context.Context, hello *pb.Hello) error {
 	return nil
 }
 
+// checkApproval refuses a worker that an admin has not approved, as a
+// gRPC status the worker acts on, logging the refusal once (for this
+// connection attempt). A worker with no row yet was given its token by an
+// admin, not enrolled, and needs no approval.
+func (h *Hub) checkApproval(ctx context.Context, log *slog.Logger, name string) error {
+	w, err := h.store.GetWorker(ctx, name)
+	switch {
+	case drover.KindOf(err) == drover.NotFound:
+		return nil
+	case err != nil:
+		log.Error("worker refused: cannot read its approval", "err", err)
+		return status.Error(codes.Unavailable, "master cannot check this worker's approval; try again")
+	}
+	switch w.Approval {
+	case store.ApprovalPending:
+		log.Info("worker refused: awaiting approval by an admin")
+		return status.Errorf(codes.FailedPrecondition, "worker %s is awaiting approval by an admin", name)
+	case store.ApprovalRejected:
+		log.Warn("worker refused: rejected by an admin")
+		return status.Errorf(codes.PermissionDenied, "worker %s was rejected", name)
+	}
+	return nil
+}
+
+// Disconnect ends worker name's live session, if any, with err as the
+// reason the worker is given (a gRPC status, such as PermissionDenied for
+// a rejected worker, passes through). It reports whether there was one.
+func (h *Hub) Disconnect(name string, err error) bool {
+	s, ok := h.Session(name)
+	if ok {
+		s.close(err)
+	}
+	return ok
+}
+
 // Connect serves one worker's stream.
 func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	ctx := stream.Context()
@@ -230,6 +303,9 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 		log.Warn("worker refused: protocol too old", "protocol", v)
 		return status.Errorf(codes.FailedPrecondition, "worker protocol %d is older than %d; upgrade the worker", v, pb.MinProtocolVersion)
 	}
+	if err := h.checkApproval(ctx, log, hello.GetName()); err != nil {
+		return err
+	}
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	s := newSession(sctx, cancel, hello, addr, h.now())
@@ -242,9 +318,12 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	defer h.remove(s)
 
 	keep := h.handler.WorkerConnected(s, hello.GetRunning())
-	err = stream.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Welcome{Welcome: &pb.Welcome{
-		ProtocolVersion: pb.ProtocolVersion, MasterVersion: h.version, WorkerName: s.Name, Keep: keep,
-	}}})
+	welcome := &pb.Welcome{ProtocolVersion: pb.ProtocolVersion, MasterVersion: h.version, WorkerName: s.Name, Keep: keep}
+	if h.probes != nil {
+		p := h.probes()
+		welcome.Probes, welcome.ProbeIntervalMs = p.GetProbes(), p.GetProbeIntervalMs()
+	}
+	err = stream.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Welcome{Welcome: welcome}})
 	if err != nil {
 		s.close(err)
 		h.handler.WorkerDisconnected(s, err)

@@ -78,6 +78,12 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with the hub's options changed by opt.
+func newFixtureWith(t *testing.T, opt func(*Options)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "state.sqlite"))
 	if err != nil {
@@ -92,7 +98,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	hub := New(Options{Store: st, Handler: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second})
+	o := Options{Store: st, Handler: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second}
+	if opt != nil {
+		opt(&o)
+	}
+	hub := New(o)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ExpiredAndDeleteLogs", testExpiredAndDeleteLogs},
 		{"Workers", testWorkers},
 		{"AvailabilityOverride", testAvailabilityOverride},
+		{"Approval", testApproval},
+		{"EnrollPending", testEnrollPending},
 		{"Tokens", testTokens},
 		{"UseToken", testUseToken},
 		{"Enroll", testEnroll},
@@ -778,7 +780,7 @@ func testWorkers(t *testing.T, s store.Store) {
 	got, err = s.GetWorker(ctx, "fbsd-1")
 	must(t, err, "get updated worker")
 	want = drover.Worker{Name: "fbsd-1", Version: "1.3.0", Availability: drover.Eager,
-		FirstSeen: t0.UTC(), LastSeen: at(time.Hour)}
+		FirstSeen: t0.UTC(), LastSeen: at(time.Hour), Approval: store.ApprovalApproved}
 	wantEqual(t, *got, want, "updated worker")
 
 	before := time.Now()
@@ -891,6 +893,101 @@ func testAvailabilityOverride(t *testing.T, s store.Store) {
 	must(t, err, "get other worker")
 	if got.Override != nil {
 		t.Fatalf("a refused override was stored: %+v", got.Override)
+	}
+}
+
+// testApproval shows that a worker's approval defaults to approved, is
+// changed only by SetApproval (never by the worker's own upserts, which
+// every reconnection makes), and that SetApproval checks its input.
+func testApproval(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "old-1", FirstSeen: t0}), "insert worker")
+	held := &drover.Worker{Name: "new-1", FirstSeen: t0, Approval: store.ApprovalPending}
+	must(t, s.UpsertWorker(ctx, held), "insert pending worker")
+	if held.Approval != store.ApprovalPending {
+		t.Fatalf("upsert reported approval %q, want pending", held.Approval)
+	}
+	approval := func(name string) string {
+		t.Helper()
+		w, err := s.GetWorker(ctx, name)
+		must(t, err, "get worker "+name)
+		return w.Approval
+	}
+	if got := approval("old-1"); got != store.ApprovalApproved {
+		t.Fatalf("a worker stored without approval reads back %q, want approved", got)
+	}
+	if got := approval("new-1"); got != store.ApprovalPending {
+		t.Fatalf("pending worker reads back %q", got)
+	}
+
+	tests := []struct {
+		name, approval string
+		want           string
+		kind           drover.Kind // of the error; 0 (Internal) with want set means success
+	}{
+		{"approve", store.ApprovalApproved, store.ApprovalApproved, 0},
+		{"approve again", store.ApprovalApproved, store.ApprovalApproved, 0},
+		{"reject", store.ApprovalRejected, store.ApprovalRejected, 0},
+		{"back to pending", store.ApprovalPending, store.ApprovalPending, 0},
+		{"unknown word", "maybe", store.ApprovalPending, drover.Invalid},
+		{"empty", "", store.ApprovalPending, drover.Invalid},
+	}
+	for _, tc := range tests {
+		err := s.SetApproval(ctx, "new-1", tc.approval, "admin api1", at(time.Hour))
+		if tc.kind != 0 {
+			wantKind(t, err, tc.kind, tc.name)
+		} else {
+			must(t, err, tc.name)
+		}
+		if got := approval("new-1"); got != tc.want {
+			t.Fatalf("%s: approval is %q, want %q", tc.name, got, tc.want)
+		}
+	}
+
+	// Reconnections upsert the worker without an approval: they keep the
+	// admin's verdict, whatever the caller's struct says.
+	must(t, s.SetApproval(ctx, "new-1", store.ApprovalRejected, "admin api1", time.Time{}), "reject")
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "new-1", Connected: true}), "upsert without approval")
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "new-1", Approval: store.ApprovalApproved}), "upsert claiming approval")
+	if got := approval("new-1"); got != store.ApprovalRejected {
+		t.Fatalf("upserts changed the approval to %q, want rejected", got)
+	}
+	list, err := s.ListWorkers(ctx)
+	must(t, err, "list workers")
+	got := map[string]string{}
+	for _, w := range list {
+		got[w.Name] = w.Approval
+	}
+	wantEqual(t, got, map[string]string{"old-1": store.ApprovalApproved, "new-1": store.ApprovalRejected}, "listed approvals")
+
+	wantKind(t, s.SetApproval(ctx, "nobody", store.ApprovalApproved, "admin", t0), drover.NotFound, "approve unknown worker")
+	wantKind(t, s.UpsertWorker(ctx, &drover.Worker{Name: "odd", Approval: "sometimes"}), drover.Invalid, "upsert unknown approval")
+}
+
+// testEnrollPending shows that Enroll stores the enrolling worker's
+// approval, even over an existing row: a machine enrolling under a name
+// whose tokens were revoked is a new machine and waits afresh.
+func testEnrollPending(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, s.AddToken(ctx, &drover.Token{ID: "enr", Kind: drover.TokenEnroll, Hash: "h", UsesLeft: -1}), "add enrollment token")
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "reused", FirstSeen: t0}), "insert approved worker")
+	for i, name := range []string{"fresh", "reused"} {
+		w := &drover.Worker{Name: name, Approval: store.ApprovalPending}
+		wt := &drover.Token{ID: fmt.Sprintf("wt%d", i), Hash: "h", UsesLeft: -1}
+		must(t, s.Enroll(ctx, "enr", at(time.Minute), wt, w), "enroll "+name)
+		if w.Approval != store.ApprovalPending {
+			t.Fatalf("enroll %s reported approval %q, want pending", name, w.Approval)
+		}
+		got, err := s.GetWorker(ctx, name)
+		must(t, err, "get "+name)
+		if got.Approval != store.ApprovalPending {
+			t.Fatalf("enrolled %s reads back approval %q, want pending", name, got.Approval)
+		}
+	}
+	w := &drover.Worker{Name: "open"}
+	must(t, s.Enroll(ctx, "enr", at(time.Minute), &drover.Token{ID: "wt9", Hash: "h", UsesLeft: -1}, w), "enroll without approval")
+	if w.Approval != store.ApprovalApproved {
+		t.Fatalf("worker enrolled without approval: %q, want approved", w.Approval)
 	}
 }
 

@@ -184,8 +184,55 @@
     });
   }
 
+  // approvalButtons sends an admin's Approve or Reject on the workers page
+  // to the API with the token typed in the section's form, which, as the
+  // availability form's, is never stored. Clicks are caught on the
+  // document, so buttons in a refreshed fragment work too.
+  function approvalButtons() {
+    const form = document.getElementById("approval-form");
+    if (!form) return;
+    const errEl = document.getElementById("approval-error");
+    const doneEl = document.getElementById("approval-done");
+    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
+    form.hidden = false;
+    form.addEventListener("submit", (e) => e.preventDefault());
+    document.addEventListener("click", async (e) => {
+      const button = e.target.closest("button[data-approval]");
+      if (!button) return;
+      say(errEl, "");
+      say(doneEl, "");
+      const verb = button.dataset.approval;
+      const name = button.dataset.worker;
+      const token = form.elements.token.value.trim();
+      if (!token) { say(errEl, "An API token with the admin role is needed."); return; }
+      button.disabled = true;
+      try {
+        const resp = await fetch("/api/v1/workers/" + encodeURIComponent(name) + "/" + verb, {
+          method: "POST",
+          headers: { "Authorization": "Bearer " + token, "Accept": "application/json" },
+          cache: "no-store",
+          credentials: "omit",
+        });
+        if (!resp.ok) {
+          let msg = resp.status + " " + resp.statusText;
+          try { const body = await resp.json(); if (body && body.error) msg = body.error; } catch (err) { /* not JSON */ }
+          say(errEl, msg);
+          return;
+        }
+        say(doneEl, (verb === "approve" ? "Approved " : "Rejected ") + name + ".");
+        document.querySelectorAll('[data-fragment][data-events~="worker.changed"]').forEach(schedule);
+      } catch (err) {
+        say(errEl, "Cannot reach the master: " + err.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  document.documentElement.classList.add("js");
   followAll();
   availabilityForm();
+  approvalButtons();
   listen();
   setInterval(() => updateTimes(document), 30000);
 })();
