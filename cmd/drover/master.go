@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,12 +26,15 @@ import (
 
 func masterCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "master", Short: "Set up and run a master"}
-	c.AddCommand(masterInitCmd(g), masterRunCmd(g))
+	c.AddCommand(masterInitCmd(g), masterRunCmd(g), masterStopCmd(g))
 	return c
 }
 
 // configFile is the config's name inside a master directory.
 const configFile = "master.star"
+
+// pidFileName records a running master's process, for `master stop`.
+const pidFileName = "master.pid"
 
 // addressesFile records where a running master listens, for scripts and
 // tests that start it on port 0.
@@ -190,12 +194,23 @@ func masterRunCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(g.stdout, "drover master: web UI and API at http://%s, workers at %s\n", m.HTTPAddr(), m.WorkersAddr())
 			ctx := cmd.Context()
+			pidFile := filepath.Join(dir, pidFileName)
+			if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+				logger.Warn("record pid", "err", err)
+			}
+			defer os.Remove(pidFile)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			// The first SIGINT or SIGTERM ends ctx: a graceful stop. A
+			// second one stops at once.
+			stops := make(chan os.Signal, 2)
+			signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(stops)
 			done := make(chan struct{})
 			defer close(done)
 			go func() { // owned: ends when Run returns and closes done
+				seen := 0
 				for {
 					select {
 					case <-done:
@@ -203,6 +218,11 @@ func masterRunCmd(g *globals) *cobra.Command {
 					case <-hup:
 						// The error is logged by Reload; the old config stays.
 						_ = m.Reload(ctx, filepath.Join(dir, configFile))
+					case <-stops:
+						if seen++; seen == 2 {
+							fmt.Fprintln(g.stderr, "drover master: stopping now")
+							m.StopNow()
+						}
 					}
 				}
 			}()
@@ -234,4 +254,52 @@ func checkconfigCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func masterStopCmd(g *globals) *cobra.Command {
+	var now bool
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "stop DIR",
+		Short: "Stop the master running from DIR: no new builds, running ones finish within the config's stop_grace",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(filepath.Join(args[0], pidFileName))
+			if err != nil {
+				return drover.Errorf(drover.NotFound, "no master is running from %s (%v)", args[0], err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 1 {
+				return drover.Errorf(drover.Invalid, "bad pid file in %s", args[0])
+			}
+			p, err := os.FindProcess(pid)
+			if err != nil {
+				return err
+			}
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				return drover.Errorf(drover.NotFound, "master process %d: %v", pid, err)
+			}
+			if now {
+				time.Sleep(100 * time.Millisecond)
+				_ = p.Signal(syscall.SIGTERM)
+			}
+			fmt.Fprintf(g.stdout, "stopping master %d…\n", pid)
+			deadline := time.Now().Add(timeout)
+			for time.Now().Before(deadline) {
+				if p.Signal(syscall.Signal(0)) != nil {
+					fmt.Fprintln(g.stdout, "master stopped")
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return fmt.Errorf("master %d still running after %s (running builds may still be finishing)", pid, timeout)
+		},
+	}
+	c.Flags().BoolVar(&now, "now", false, "do not wait for running builds (they run again after a restart)")
+	c.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long to wait for the master to exit")
+	return c
 }

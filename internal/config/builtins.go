@@ -49,7 +49,7 @@ func (l *loader) module() *starlarkstruct.Module {
 func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
 	m := defaultMaster()
-	var logMax, horizon, grace, reluctantAfter, expireAfter starlark.Value
+	var logMax, horizon, grace, reluctantAfter, expireAfter, probeInterval, stopGrace starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"title?", &m.Title,
 		"url?", &m.URL,
@@ -62,8 +62,11 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		"max_retries?", &m.MaxRetries,
 		"public_reads?", &m.PublicReads,
 		"allow_plaintext?", &m.AllowPlaintext,
+		"approve_workers?", &m.ApproveWorkers,
 		"reluctant_after?", &reluctantAfter,
 		"expire_after?", &expireAfter,
+		"probe_interval?", &probeInterval,
+		"stop_grace?", &stopGrace,
 	); err != nil {
 		return nil, err
 	}
@@ -126,6 +129,20 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 			l.errorf(s, "%s: expire_after: %v", fn.Name(), err)
 		}
 		m.ExpireAfter = d
+	}
+	if !isNone(stopGrace) {
+		d, err := toDuration(stopGrace)
+		if err != nil {
+			l.errorf(s, "%s: stop_grace: %v", fn.Name(), err)
+		}
+		m.StopGrace = d
+	}
+	if !isNone(probeInterval) {
+		d, err := toDuration(probeInterval)
+		if err != nil || d < time.Minute {
+			l.errorf(s, "%s: probe_interval: want a duration of at least 1m", fn.Name())
+		}
+		m.ProbeInterval = d
 	}
 	l.master, l.masterPos = &m, s.line()
 	return starlark.None, nil
@@ -289,7 +306,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		KillGrace:      DefaultKillGrace,
 		Pos:            s.line(),
 	}
-	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract, stepLocks starlark.Value
+	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract, stepLocks, shards starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"command", &command,
 		"name?", &name,
@@ -307,6 +324,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		"set_property?", &setProperty,
 		"extract?", &extract,
 		"locks?", &stepLocks,
+		"shards?", &shards,
 	); err != nil {
 		return nil, err
 	}
@@ -399,6 +417,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 	if !isNone(extract) {
 		spec.Extract = l.extract(errorf, extract)
 	}
+	l.shards(errorf, &spec, shards)
 	spec.Locks = l.lockUses(errorf, stepLocks)
 	return &stepValue{spec: spec, site: s}, nil
 }

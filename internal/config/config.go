@@ -58,6 +58,11 @@ type Master struct {
 	// AllowPlaintext accepts workers without TLS on any interface, not just
 	// loopback (default false).
 	AllowPlaintext bool `json:"allow_plaintext"`
+	// ApproveWorkers holds each worker that enrolls with an enrollment
+	// token as pending until an admin approves it (default false: enrolled
+	// workers may connect at once). Workers given their own token by an
+	// admin need no approval.
+	ApproveWorkers bool `json:"approve_workers,omitempty"`
 	// ReluctantAfter lets a reluctant worker take a request that has waited
 	// this long even though an eager worker could take it later (default
 	// 0: only when no eager worker online is eligible).
@@ -65,6 +70,13 @@ type Master struct {
 	// ExpireAfter cancels a pending request that has had no eligible worker
 	// online for this long (default 0: never); builders may set their own.
 	ExpireAfter time.Duration `json:"expire_after,omitempty"`
+	// ProbeInterval is how often workers run the probes again (default
+	// 30m); they also run them at connect and when the probes change.
+	ProbeInterval time.Duration `json:"probe_interval,omitempty"`
+	// StopGrace is how long a stopping master (SIGTERM, Ctrl-C) lets running
+	// builds finish before stopping them (default 0: at once; they run
+	// again after the restart).
+	StopGrace time.Duration `json:"stop_grace,omitempty"`
 }
 
 // Scheduler turns changes on a source into build requests.

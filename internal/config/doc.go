@@ -13,7 +13,7 @@
 //
 //	drover.master(title=, url=, http=, workers=, database=, log_max_bytes=,
 //	              log_horizon=, worker_grace=, max_retries=, public_reads=,
-//	              allow_plaintext=)                       # at most once
+//	              allow_plaintext=, approve_workers=)     # at most once
 //	drover.git(url, branches=[], poll=None, name=None)     # → source
 //	drover.checkout(source, mode="incremental", name="checkout",
 //	                timeout=None, max_time=None)           # → step

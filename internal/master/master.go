@@ -37,7 +37,6 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
-	"github.com/drover-ci/drover/internal/changes"
 	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
 	"github.com/drover-ci/drover/internal/logstore"
@@ -88,7 +87,11 @@ type Master struct {
 	fingerprint    string
 
 	reload  reloadState
-	wake    chan struct{} // dispatcher wake-ups, coalesced
+	stopReq chan time.Duration // Stop's request, with its grace
+	stopNow chan struct{}      // closed by StopNow
+	nowOnce sync.Once
+	pollers atomic.Pointer[pollers] // set by Run
+	wake    chan struct{}           // dispatcher wake-ups, coalesced
 	changes chan []*drover.Change
 
 	// ctx is Run's context, for work started by callbacks (builds).
@@ -104,6 +107,7 @@ type Master struct {
 	waiting   map[int64]string                       // why each pending request waits, as of the last dispatch
 	noWorker  map[int64]time.Time                    // since when a pending request has had no eligible worker online
 	locks     *lockManager
+	draining  bool // stopping: take no new builds
 	closed    bool
 }
 
@@ -125,6 +129,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		dir: o.Dir, base: o.Logger, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
 		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
 		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
+		stopReq: make(chan time.Duration, 1), stopNow: make(chan struct{}),
 		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
 		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
 		waiting: map[int64]string{}, noWorker: map[int64]time.Time{},
@@ -156,7 +161,8 @@ func New(ctx context.Context, o Options) (*Master, error) {
 	m.reg = prometheus.NewRegistry()
 	m.met = newMetrics(m.reg, m)
 
-	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now})
+	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now,
+		Probes: func() *pb.SetProbes { return probesOf(m.config()) }})
 
 	httpAddr, grpcAddr := cfg.Master.HTTP, cfg.Master.Workers
 	if o.HTTPAddr != "" {
@@ -212,15 +218,25 @@ func (m *Master) Store() store.Store { return m.store }
 
 func (m *Master) config() *config.Config { return m.cfg.Load() }
 
-// Run serves until ctx is done, then stops: running builds are told to
-// stop with their commands (a later version keeps them across restarts),
-// and every goroutine is waited for.
+// Run serves until ctx is done (or Stop is called), then stops: it takes
+// no new builds, lets running ones finish for up to the config's
+// stop_grace (workers stay connected meanwhile), stops the rest (their
+// requests go back to the queue), and waits for every goroutine.
 func (m *Master) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	m.ctx = ctx
+	// The master's own context outlives ctx: a graceful stop needs the
+	// builds, the servers and the log flusher running after ctx ends.
+	life, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	m.ctx = life
 	defer cancel(nil)
+	go func() { // owned: ends when ctx or life ends, both before Run returns
+		select {
+		case <-ctx.Done():
+			m.Stop(m.config().Master.StopGrace)
+		case <-life.Done():
+		}
+	}()
 
-	if err := m.recover(ctx); err != nil {
+	if err := m.recover(life); err != nil {
 		return err
 	}
 
@@ -241,7 +257,7 @@ func (m *Master) Run(ctx context.Context) error {
 	}
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn)}
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(life)
 	g.Go(func() error {
 		if err := gs.Serve(m.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve workers: %w", err)
@@ -258,18 +274,20 @@ func (m *Master) Run(ctx context.Context) error {
 	g.Go(func() error { m.schedulerLoop(gctx); return nil })
 	g.Go(func() error { m.flushLoop(gctx); return nil })
 	g.Go(func() error { m.janitorLoop(gctx); return nil })
-	for _, src := range m.config().Sources {
-		if src.Poll <= 0 {
-			continue
-		}
-		p := changes.NewGitPoller(src, filepath.Join(m.dir, "pollers"), m.base)
-		g.Go(func() error {
-			p.Run(gctx, func(cs []*drover.Change) { m.addChanges(gctx, cs) })
-			return nil
-		})
-	}
+	ps := newPollers(gctx, m)
+	m.pollers.Store(ps)
+	ps.apply(m.config().Sources)
 	g.Go(func() error {
 		<-gctx.Done()
+		ps.wait()
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case grace := <-m.stopReq:
+			m.drain(grace)
+		case <-gctx.Done(): // a server failed
+		}
 		m.logger.Info("master stopping")
 		// Stop builds first so their final state reaches the store while
 		// the store is still open.
@@ -295,6 +313,53 @@ func (m *Master) Run(ctx context.Context) error {
 	m.bus.Close()
 	m.closeResources()
 	return err
+}
+
+// Stop asks a running master to stop: it takes no new builds and gives
+// running ones up to grace to finish before stopping them. Only the first
+// call counts; StopNow cuts the wait short.
+func (m *Master) Stop(grace time.Duration) {
+	select {
+	case m.stopReq <- grace:
+	default:
+	}
+}
+
+// StopNow ends a graceful stop's wait at once.
+func (m *Master) StopNow() { m.nowOnce.Do(func() { close(m.stopNow) }) }
+
+// drain stops dispatching and waits for running builds, up to grace.
+func (m *Master) drain(grace time.Duration) {
+	m.mu.Lock()
+	m.draining = true
+	n := len(m.builds)
+	m.mu.Unlock()
+	if grace <= 0 || n == 0 {
+		return
+	}
+	m.logger.Info("stopping gracefully: taking no new builds, waiting for running ones", "builds", n, "grace", grace)
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		n = len(m.builds)
+		m.mu.Unlock()
+		if n == 0 {
+			m.logger.Info("running builds finished")
+			return
+		}
+		select {
+		case <-deadline.C:
+			m.logger.Warn("stop grace over; stopping the builds still running (they will run again)", "builds", n)
+			return
+		case <-m.stopNow:
+			m.logger.Warn("stopping now; the builds still running will run again", "builds", n)
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (m *Master) closeResources() {
@@ -392,6 +457,15 @@ func (m *Master) httpHandler() (http.Handler, error) {
 	}
 	mux.Handle("/", w)
 	return mux, nil
+}
+
+// probesOf is the probes message for a config.
+func probesOf(cfg *config.Config) *pb.SetProbes {
+	p := &pb.SetProbes{ProbeIntervalMs: cfg.Master.ProbeInterval.Milliseconds()}
+	for _, pr := range cfg.Probes {
+		p.Probes = append(p.Probes, &pb.Probe{Name: pr.Name, Command: pr.Command, TimeoutMs: pr.Timeout.Milliseconds()})
+	}
+	return p
 }
 
 // kick wakes the dispatcher; wake-ups coalesce.

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
 )
@@ -53,6 +55,16 @@ func (m *Master) Reload(ctx context.Context, path string) error {
 	m.reload.mu.Lock()
 	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: now}
 	m.reload.mu.Unlock()
+	if !proto.Equal(probesOf(old), probesOf(cfg)) {
+		for _, s := range m.hub.Sessions() {
+			if err := s.SetProbes(probesOf(cfg)); err != nil {
+				m.logger.Warn("send probes", "worker", s.Name, "err", err)
+			}
+		}
+	}
+	if ps := m.pollers.Load(); ps != nil {
+		ps.apply(cfg.Sources)
+	}
 	if err := m.cancelOrphanRequests(ctx, cfg); err != nil {
 		m.logger.Error("cancel requests of removed builders", "err", err)
 	}

@@ -224,20 +224,28 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	byID := map[int64]drover.BuildRequest{}
 	for _, r := range pending {
 		byID[r.ID] = r
-		snap.Requests = append(snap.Requests, dispatch.Request{ID: r.ID, Builder: r.Builder, Priority: r.Priority, Submitted: r.Submitted})
+		snap.Requests = append(snap.Requests, dispatch.Request{ID: r.ID, Builder: r.Builder, Priority: r.Priority, Submitted: r.Submitted,
+			Group: requestGroup(r.Properties)})
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closed || m.draining {
 		m.mu.Unlock()
 		return time.Time{}, nil
 	}
+	groups := map[string]map[string]bool{} // worker → shard groups it runs a part of
 	for _, r := range m.builds {
 		snap.RunningByBuilder[r.build.Builder]++
+		if g := r.currentGroup(); g != "" {
+			if groups[r.build.Worker] == nil {
+				groups[r.build.Worker] = map[string]bool{}
+			}
+			groups[r.build.Worker][g] = true
+		}
 	}
 	for _, s := range m.hub.Sessions() {
 		snap.Workers = append(snap.Workers, dispatch.Worker{
 			Name: s.Name, Facts: m.facts(s), Availability: m.effectiveAvailabilityLocked(s), Slots: s.MaxBuilds,
-			Running: m.running[s.Name], Checkouts: m.checkouts[s.Name],
+			Running: m.running[s.Name], Checkouts: m.checkouts[s.Name], Groups: groups[s.Name],
 		})
 	}
 	m.mu.Unlock()
