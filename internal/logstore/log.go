@@ -100,9 +100,13 @@ func (l *log) createLocked() error {
 		return fmt.Errorf("create log %d: %w", l.id, err)
 	}
 	// Leftovers of an earlier log with this id (a Delete that failed half
-	// way) must not be mistaken for this one's tail.
-	if err := removeSegments(l.paths); err != nil {
-		return fmt.Errorf("create log %d: %w", l.id, err)
+	// way) must not be mistaken for this one's tail. Segments never outlive
+	// their index, so only a log whose files remain can have any: a fresh
+	// id costs no listing of the bucket, which holds a thousand logs.
+	if exists(l.paths.index()) || exists(l.paths.data()) {
+		if err := removeSegments(l.paths); err != nil {
+			return fmt.Errorf("create log %d: %w", l.id, err)
+		}
 	}
 	// The data file comes first: a crash between the two leaves a data file
 	// without an index, which is no log, rather than an index whose data
@@ -491,4 +495,9 @@ func removeSegments(p paths) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

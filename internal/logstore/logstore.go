@@ -468,14 +468,16 @@ func (d *Dir) delete(id int64) error {
 	p := d.pathsOf(id)
 	d.dirMu.Lock()
 	defer d.dirMu.Unlock()
-	// The index goes first: without it the rest is garbage, never a log.
+	// Tail segments go first, so that segments never outlive their log's
+	// index (creating a log relies on it to skip a directory listing);
+	// then the index: without it the rest is garbage, never a log.
+	if err := removeSegments(p); err != nil {
+		errs = append(errs, err)
+	}
 	for _, name := range []string{p.index(), p.data()} {
 		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
-	}
-	if err := removeSegments(p); err != nil {
-		errs = append(errs, err)
 	}
 	// Drop the bucket when this was its last log; failing because other
 	// logs remain is expected.

@@ -10,9 +10,11 @@ import (
 )
 
 // sendQueue bounds messages waiting for one worker. Commands and acks are
-// small and few; a worker that lets this many pile up is not reading, and
-// its session is closed so it reconnects cleanly.
-const sendQueue = 4096
+// small and few (an ack per running command per flush); a worker that lets
+// this many pile up is not reading, and its session is closed so it
+// reconnects cleanly. The channel is allocated whole per session, so it is
+// kept small: at 10,000 idle workers every slot costs 80 KB.
+const sendQueue = 256
 
 // Session is one connected worker. Its fields from the hello are fixed for
 // the session's life; facts and availability may change.

@@ -55,9 +55,12 @@
 
   function schedule(el) {
     if (!el.id) return;
-    const st = refreshes.get(el.id) || { timer: 0, last: 0 };
+    const st = refreshes.get(el.id) || { timer: 0, last: 0, again: false };
     refreshes.set(el.id, st);
-    if (st.timer) return;
+    // A refresh already planned or in flight may read the state from before
+    // this event: mark it so another follows, or the last change is lost.
+    if (st.timer) { st.again = true; return; }
+    st.again = false;
     st.timer = setTimeout(() => refresh(el.id, st), Math.max(50, st.last + minGap - Date.now()));
   }
 
@@ -76,6 +79,8 @@
     } catch (err) { // the next event, or the reconnect, refreshes again
     } finally {
       st.timer = 0;
+      const el = document.getElementById(id);
+      if (st.again && el) schedule(el);
     }
   }
 
