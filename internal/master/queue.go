@@ -2,6 +2,8 @@ package master
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/store"
@@ -22,7 +24,11 @@ func (m *Master) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
 		if !ok {
 			why = "about to be dispatched"
 		}
-		out[i] = drover.QueueEntry{Request: r, Waiting: why, NoWorkerSince: m.noWorker[r.ID]}
+		since := m.noWorker[r.ID]
+		if !since.IsZero() {
+			why += fmt.Sprintf(" (for %s)", m.now().Sub(since).Round(time.Second))
+		}
+		out[i] = drover.QueueEntry{Request: r, Waiting: why, NoWorkerSince: since}
 	}
 	return out, nil
 }
