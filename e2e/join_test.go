@@ -24,7 +24,11 @@ func TestJoinForeground(t *testing.T) {
 	if _, err := service.DetectInit(); err == nil {
 		t.Skip("an init system runs here: join would install a real service")
 	}
-	m := testenv.StartMaster(t, `drover.builder(name = "b", steps = [drover.shell("true")])`)
+	m := testenv.StartMaster(t, `
+drover.probe("gtk", "echo 3.24.36")
+drover.probe("nothing", "exit 3")
+drover.builder(name = "b", steps = [drover.shell("true")])
+`)
 	dir := filepath.Join(t.TempDir(), "worker")
 	url := "https://" + m.Workers
 	args := []string{"worker", "join", url, "--token", m.EnrollToken, "--ca-sha256", m.Fingerprint,
@@ -54,6 +58,7 @@ func TestJoinForeground(t *testing.T) {
 		"✓ CA fingerprint verified (" + m.Fingerprint + ")",
 		"✓ registered as joined",
 		"✓ detected facts: os=",
+		"✓ the master's probes (1 answered of 2): gtk=3.24.36",
 		"joined=yes",
 		"✓ running as the current user",
 		"✓ worker directory " + dir,

@@ -343,6 +343,9 @@ func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error 
 
 	// 2. What the master will match builders against.
 	in.ok("detected facts: %s", formatFacts(agent.DetectFacts(version), labels))
+	if e.Probes > 0 {
+		in.ok("the master's probes (%d answered of %d): %s", len(e.ProbeFacts), e.Probes, formatFacts(e.ProbeFacts, nil))
+	}
 
 	// 3. Who builds, and where.
 	if o.user == "" {

@@ -156,7 +156,8 @@ type Agent struct {
 	evalMu     sync.Mutex
 	loadWarned bool // the load is unreadable and the owner was told
 
-	probes *probeState // the master's probes and their latest results
+	probes         *probeState          // the master's probes and their latest results
+	enrolledProbes []*workerproto.Probe // the probes the enrollment answer carried
 
 	availMu  sync.Mutex
 	settings settings           // the owner's manual setting and schedule
@@ -565,6 +566,7 @@ func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient) err
 		return fmt.Errorf("store worker token: %w", err)
 	}
 	a.st, a.enrollToken = st, ""
+	a.enrolledProbes = resp.GetProbes()
 	a.log.Info("enrolled", "worker", st.Name, "token", tokenHint(st.Token))
 	return nil
 }

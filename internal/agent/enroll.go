@@ -31,6 +31,11 @@ type Enrollment struct {
 	// Already reports that the directory held this worker's own token for
 	// this master: nothing was sent and nothing was written.
 	Already bool
+	// ProbeFacts are the answers of the master's probes on this machine,
+	// run once at enrollment (none when Already), and Probes how many the
+	// master has.
+	ProbeFacts drover.Facts
+	Probes     int
 }
 
 // VerifyMaster makes one TLS handshake with the master at addr (host:port)
@@ -147,10 +152,16 @@ func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 		return Enrollment{}, err
 	}
 	a.stateMu.Lock()
-	defer a.stateMu.Unlock()
-	e := Enrollment{Name: a.st.Name, Master: a.master}
+	e := Enrollment{Name: a.st.Name, Master: a.master, Probes: len(a.enrolledProbes), ProbeFacts: drover.Facts{}}
 	if a.ca != nil {
 		e.CAFingerprint = fingerprint(a.ca.Raw)
+	}
+	probes := a.enrolledProbes
+	a.stateMu.Unlock()
+	for _, pr := range probes {
+		if v := a.runProbe(ctx, pr); len(v) > 0 {
+			e.ProbeFacts[pr.GetName()] = v
+		}
 	}
 	return e, nil
 }

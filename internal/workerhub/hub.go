@@ -218,7 +218,11 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 	} else {
 		log.Info("worker enrolled", "token", tokens.Redact(full))
 	}
-	return &pb.EnrollResponse{WorkerName: req.GetName(), Token: full}, nil
+	resp := &pb.EnrollResponse{WorkerName: req.GetName(), Token: full}
+	if h.probes != nil {
+		resp.Probes = h.probes().GetProbes()
+	}
+	return resp, nil
 }
 
 // authenticate checks a hello's token against the worker it names.

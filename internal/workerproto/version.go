@@ -20,6 +20,7 @@ package workerproto
 //	   (additive) Hello and FactsUpdate availability_reason.
 //	   (additive) Welcome.probes, probe_interval_ms and SetProbes: the
 //	   master's probes, run by the worker, reported as facts.
+//	   (additive) EnrollResponse.probes.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

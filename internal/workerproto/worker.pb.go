@@ -218,7 +218,10 @@ type EnrollResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	WorkerName string                 `protobuf:"bytes,1,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
 	// token is the worker's own secret; only its hash is kept by the master.
-	Token         string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// probes are the master's probes, so that a joining machine can show
+	// what it will report before it first connects.
+	Probes        []*Probe `protobuf:"bytes,3,rep,name=probes,proto3" json:"probes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -265,6 +268,13 @@ func (x *EnrollResponse) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *EnrollResponse) GetProbes() []*Probe {
+	if x != nil {
+		return x.Probes
+	}
+	return nil
 }
 
 type FactValues struct {
@@ -1424,11 +1434,12 @@ const file_worker_proto_rawDesc = "" +
 	"\x10enrollment_token\x18\x02 \x01(\tR\x0fenrollmentToken\x12'\n" +
 	"\x0fprogram_version\x18\x03 \x01(\tR\x0eprogramVersion\x12\x0e\n" +
 	"\x02os\x18\x04 \x01(\tR\x02os\x12\x12\n" +
-	"\x04arch\x18\x05 \x01(\tR\x04arch\"G\n" +
+	"\x04arch\x18\x05 \x01(\tR\x04arch\"x\n" +
 	"\x0eEnrollResponse\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"$\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12/\n" +
+	"\x06probes\x18\x03 \x03(\v2\x17.drover.worker.v1.ProbeR\x06probes\"$\n" +
 	"\n" +
 	"FactValues\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"f\n" +
@@ -1591,35 +1602,36 @@ var file_worker_proto_goTypes = []any{
 	nil,                    // 21: drover.worker.v1.RunCommand.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
-	18, // 0: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
-	19, // 1: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
-	5,  // 2: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
-	0,  // 3: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
-	1,  // 4: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
-	20, // 5: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
-	6,  // 6: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
-	7,  // 7: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
-	8,  // 8: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
-	9,  // 9: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
-	12, // 10: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
-	12, // 11: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
-	21, // 12: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
-	11, // 13: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
-	14, // 14: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
-	15, // 15: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
-	16, // 16: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
-	13, // 17: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
-	4,  // 18: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	4,  // 19: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	2,  // 20: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
-	10, // 21: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
-	3,  // 22: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
-	17, // 23: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 0: drover.worker.v1.EnrollResponse.probes:type_name -> drover.worker.v1.Probe
+	18, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
+	19, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
+	5,  // 3: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
+	0,  // 4: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
+	1,  // 5: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
+	20, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
+	6,  // 7: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
+	7,  // 8: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
+	8,  // 9: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
+	9,  // 10: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
+	12, // 11: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
+	12, // 12: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
+	21, // 13: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
+	11, // 14: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
+	14, // 15: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
+	15, // 16: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
+	16, // 17: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
+	13, // 18: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
+	4,  // 19: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	4,  // 20: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	2,  // 21: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
+	10, // 22: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
+	3,  // 23: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
+	17, // 24: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
+	23, // [23:25] is the sub-list for method output_type
+	21, // [21:23] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
