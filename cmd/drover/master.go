@@ -182,7 +182,7 @@ func masterRunCmd(g *globals) *cobra.Command {
 			}
 			logger := g.logger()
 			m, err := master.New(cmd.Context(), master.Options{
-				Dir: dir, Config: cfg, HTTPAddr: httpAddr, WorkersAddr: workersAddr,
+				Dir: dir, Config: cfg, ConfigPath: filepath.Join(dir, configFile), HTTPAddr: httpAddr, WorkersAddr: workersAddr,
 				Plaintext: plaintext, Logger: logger, Version: version,
 			})
 			if err != nil {
@@ -217,7 +217,7 @@ func masterRunCmd(g *globals) *cobra.Command {
 						return
 					case <-hup:
 						// The error is logged by Reload; the old config stays.
-						_ = m.Reload(ctx, filepath.Join(dir, configFile))
+						_ = m.Reload(ctx)
 					case <-stops:
 						if seen++; seen == 2 {
 							fmt.Fprintln(g.stderr, "drover master: stopping now")

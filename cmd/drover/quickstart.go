@@ -147,7 +147,7 @@ func quickstart(ctx context.Context, g *globals, dir, httpAddr string, nworkers 
 		return exitError{code: 1, msg: "drover: config refused:\n" + err.Error()}
 	}
 	m, err := master.New(ctx, master.Options{
-		Dir: mdir, Config: cfg, HTTPAddr: httpAddr, WorkersAddr: "127.0.0.1:0", Logger: logger, Version: version,
+		Dir: mdir, Config: cfg, ConfigPath: filepath.Join(mdir, configFile), HTTPAddr: httpAddr, WorkersAddr: "127.0.0.1:0", Logger: logger, Version: version,
 	})
 	if err != nil {
 		return err

@@ -54,6 +54,15 @@ type Backend interface {
 	// unknown worker.
 	SetApproval(ctx context.Context, worker, approval, by string) error
 
+	// ConfigStatus says which config is in force and how the last load
+	// went.
+	ConfigStatus() ConfigStatus
+	// Reload loads the master's config file again with the checkconfig
+	// loader. A broken config is refused (Invalid, with file:line in the
+	// message) and the one in force stays; running builds are never
+	// interrupted.
+	Reload(ctx context.Context) error
+
 	// Eligibility explains, for every known worker, whether it may run
 	// builder name and why.
 	Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error)

@@ -113,3 +113,13 @@ type AvailabilityRequest struct {
 	Availability string `json:"availability"`
 	Reason       string `json:"reason,omitempty"`
 }
+
+// ConfigStatus is the config in force and the outcome of the last load.
+type ConfigStatus struct {
+	Path      string    `json:"path"`
+	Hash      string    `json:"hash"`
+	LoadedAt  time.Time `json:"loaded_at"`
+	Builders  int       `json:"builders"`
+	LastError string    `json:"last_error,omitempty"` // of the last refused load, if it came after LoadedAt
+	ErrorAt   time.Time `json:"error_at,omitzero"`
+}

@@ -209,7 +209,7 @@ func runReconfig(ctx context.Context, e *env, res *Result) error {
 			return fmt.Errorf("write config: %w", err)
 		}
 		start := time.Now()
-		if err := rm.m.Reload(ctx, rm.cfgPath); err != nil {
+		if err := rm.m.ReloadFrom(ctx, rm.cfgPath); err != nil {
 			return fmt.Errorf("reload: %w", err)
 		}
 		times = append(times, time.Since(start))

@@ -53,6 +53,8 @@ type Options struct {
 	// Dir holds the master's state: state.sqlite, logs/, certificates.
 	Dir    string
 	Config *config.Config
+	// ConfigPath is the file Config was loaded from, for reloads.
+	ConfigPath string
 	// HTTPAddr and WorkersAddr override the config's listen addresses
 	// (tests and quickstart use 127.0.0.1:0).
 	HTTPAddr    string
@@ -67,11 +69,12 @@ type Options struct {
 
 // Master is a running master. Make it with New, start it with Run.
 type Master struct {
-	dir     string
-	base    *slog.Logger // without a component, for the parts the master wires
-	logger  *slog.Logger
-	version string
-	now     func() time.Time
+	dir        string
+	configPath string
+	base       *slog.Logger // without a component, for the parts the master wires
+	logger     *slog.Logger
+	version    string
+	now        func() time.Time
 
 	cfg   atomic.Pointer[config.Config]
 	store store.Store
@@ -126,7 +129,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		return nil, fmt.Errorf("master dir: %w", err)
 	}
 	m := &Master{
-		dir: o.Dir, base: o.Logger, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
+		dir: o.Dir, configPath: o.ConfigPath, base: o.Logger, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
 		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
 		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
 		stopReq: make(chan time.Duration, 1), stopNow: make(chan struct{}),
@@ -137,7 +140,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 	cfg := o.Config
 	m.cfg.Store(cfg)
 	m.locks = newLockManager(cfg.Locks)
-	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: o.Now()}
+	m.reload.status = api.ConfigStatus{Hash: cfg.Hash, LoadedAt: o.Now()}
 
 	dsn := cfg.Master.Database
 	if dsn == "" {

@@ -4,33 +4,40 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/api"
 	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
 )
 
-// ConfigStatus says which config is in force and how the last load went.
-type ConfigStatus struct {
-	Hash      string    `json:"hash"`
-	LoadedAt  time.Time `json:"loaded_at"`
-	LastError string    `json:"last_error,omitempty"`
-	ErrorAt   time.Time `json:"error_at,omitzero"`
-}
-
 // reloadState guards the record of loads.
 type reloadState struct {
 	mu     sync.Mutex
-	status ConfigStatus
+	status api.ConfigStatus
 }
 
-// Status returns the config status.
-func (m *Master) Status() ConfigStatus {
+// ConfigStatus implements api.Backend.
+func (m *Master) ConfigStatus() api.ConfigStatus {
 	m.reload.mu.Lock()
 	defer m.reload.mu.Unlock()
-	return m.reload.status
+	st := m.reload.status
+	st.Path, st.Builders = m.configPath, len(m.config().Builders)
+	return st
+}
+
+// Reload implements api.Backend: it reloads the config file the master
+// was started from.
+func (m *Master) Reload(ctx context.Context) error {
+	if m.configPath == "" {
+		return drover.Errorf(drover.Unavailable, "this master was not started from a config file")
+	}
+	if err := m.ReloadFrom(ctx, m.configPath); err != nil {
+		return drover.Errorf(drover.Invalid, "%w", err)
+	}
+	return nil
 }
 
 // Reload loads the config from path with the same loader as checkconfig.
@@ -39,7 +46,7 @@ func (m *Master) Status() ConfigStatus {
 // takes over for every new decision; running builds keep the builder
 // definition they started with, and queued requests stay queued (those of
 // removed builders are cancelled with a reason).
-func (m *Master) Reload(ctx context.Context, path string) error {
+func (m *Master) ReloadFrom(ctx context.Context, path string) error {
 	cfg, err := config.Load(path)
 	now := m.now()
 	if err != nil {
@@ -53,7 +60,7 @@ func (m *Master) Reload(ctx context.Context, path string) error {
 	m.cfg.Store(cfg)
 	m.locks.setDefs(cfg.Locks)
 	m.reload.mu.Lock()
-	m.reload.status = ConfigStatus{Hash: cfg.Hash, LoadedAt: now}
+	m.reload.status = api.ConfigStatus{Hash: cfg.Hash, LoadedAt: now}
 	m.reload.mu.Unlock()
 	if !proto.Equal(probesOf(old), probesOf(cfg)) {
 		for _, s := range m.hub.Sessions() {
