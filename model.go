@@ -137,6 +137,11 @@ type Log struct {
 	// Dropped counts bytes cut from the middle when the log exceeded its limit.
 	Dropped  int64 `json:"dropped,omitempty"`
 	Complete bool  `json:"complete"`
+	// Seq is the sequence number of the last output chunk of the step's
+	// command stored in the log, and SeqBytes the log's size just after it:
+	// what a restarted master needs to re-attach the command exactly.
+	Seq      uint64 `json:"-"`
+	SeqBytes int64  `json:"-"`
 }
 
 // Availability is a worker's owner's terms for lending it.

@@ -121,12 +121,35 @@ func (s *DB) ListSteps(ctx context.Context, buildID int64) ([]drover.Step, error
 	return steps, nil
 }
 
-const logColumns = `id, build_id, step, name, bytes, dropped, complete`
+const logColumns = `id, build_id, step, name, bytes, dropped, complete, seq, seq_bytes`
 
 func scanLog(r scanner) (drover.Log, error) {
 	var l drover.Log
-	err := r.Scan(&l.ID, &l.BuildID, &l.StepIndex, &l.Name, &l.Bytes, &l.Dropped, &l.Complete)
+	var seq int64
+	err := r.Scan(&l.ID, &l.BuildID, &l.StepIndex, &l.Name, &l.Bytes, &l.Dropped, &l.Complete, &seq, &l.SeqBytes)
+	l.Seq = uint64(seq)
 	return l, err
+}
+
+// SetLogProgress records, in one transaction, how far each log's command
+// output is stored. Unknown logs are skipped (a log expired meanwhile).
+func (s *DB) SetLogProgress(ctx context.Context, progress []drover.Log) error {
+	if len(progress) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for _, p := range progress {
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE logs SET seq = ?, seq_bytes = ? WHERE id = ?`),
+				int64(p.Seq), p.SeqBytes, p.ID); err != nil {
+				return fmt.Errorf("log %d: %w", p.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set log progress: %w", err)
+	}
+	return nil
 }
 
 // AddLog stores a log index entry and sets l.ID. It fails with NotFound
@@ -211,7 +234,7 @@ func (s *DB) ExpiredLogs(ctx context.Context, before time.Time, limit int) ([]dr
 	if err != nil {
 		return nil, err
 	}
-	logs, err := collect(ctx, r, s.q(`SELECT l.id, l.build_id, l.step, l.name, l.bytes, l.dropped, l.complete
+	logs, err := collect(ctx, r, s.q(`SELECT l.id, l.build_id, l.step, l.name, l.bytes, l.dropped, l.complete, l.seq, l.seq_bytes
 		FROM logs l JOIN builds b ON b.id = l.build_id
 		WHERE b.finished IS NOT NULL AND b.finished < ?
 		ORDER BY l.id LIMIT ?`),

@@ -75,6 +75,9 @@ type Store interface {
 	GetLog(ctx context.Context, id int64) (*drover.Log, error)
 	// ListLogs returns a build's logs in order of step, then ID.
 	ListLogs(ctx context.Context, buildID int64) ([]drover.Log, error)
+	// SetLogProgress stores, in one transaction, the Seq and SeqBytes of
+	// each given log (found by ID; unknown ones are skipped).
+	SetLogProgress(ctx context.Context, progress []drover.Log) error
 	// ExpiredLogs returns up to limit logs of builds that finished before t.
 	ExpiredLogs(ctx context.Context, before time.Time, limit int) ([]drover.Log, error)
 	// DeleteLogs removes the index entries of logs whose bytes are gone.

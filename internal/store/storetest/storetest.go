@@ -46,6 +46,7 @@ func RunSuite(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Steps", testSteps},
 		{"StepsErrors", testStepsErrors},
 		{"Logs", testLogs},
+		{"LogProgress", testLogProgress},
 		{"ExpiredAndDeleteLogs", testExpiredAndDeleteLogs},
 		{"Workers", testWorkers},
 		{"AvailabilityOverride", testAvailabilityOverride},
@@ -1330,4 +1331,30 @@ func testClose(t *testing.T, s store.Store) {
 	wantKind(t, err, drover.Unavailable, "get after close")
 	wantKind(t, s.AddRequests(ctx, []*drover.BuildRequest{{Builder: "x"}}), drover.Unavailable, "write after close")
 	wantKind(t, s.UpsertWorker(ctx, &drover.Worker{Name: "x"}), drover.Unavailable, "upsert after close")
+}
+
+// The progress of a log's command output is stored for many logs in one
+// call, read back by GetLog and ListLogs, and left alone by UpdateLog.
+func testLogProgress(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	b := startBuild(t, s, "linux", "w")
+	a := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
+	c := &drover.Log{BuildID: b.ID, StepIndex: 1, Name: "stdio"}
+	must(t, s.AddLog(ctx, a), "add log")
+	must(t, s.AddLog(ctx, c), "add log")
+	must(t, s.SetLogProgress(ctx, []drover.Log{{ID: a.ID, Seq: 1 << 40, SeqBytes: 7}, {ID: c.ID, Seq: 3, SeqBytes: 99}, {ID: c.ID + 1000, Seq: 1}}), "set progress")
+	got, err := s.GetLog(ctx, a.ID)
+	must(t, err, "get log")
+	if got.Seq != 1<<40 || got.SeqBytes != 7 {
+		t.Errorf("progress of log a = %d/%d", got.Seq, got.SeqBytes)
+	}
+	upd := *got
+	upd.Bytes, upd.Complete = 50, true
+	must(t, s.UpdateLog(ctx, &upd), "update log")
+	logs, err := s.ListLogs(ctx, b.ID)
+	must(t, err, "list logs")
+	if len(logs) != 2 || logs[0].Seq != 1<<40 || logs[1].Seq != 3 || logs[1].SeqBytes != 99 || !logs[0].Complete {
+		t.Errorf("logs = %+v", logs)
+	}
+	must(t, s.SetLogProgress(ctx, nil), "empty progress")
 }
