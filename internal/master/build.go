@@ -39,6 +39,12 @@ type buildRun struct {
 
 	mu    sync.Mutex
 	group string // the sharded step this build runs a part of now, for dispatch
+
+	// abandoned is set when the master stops under the build: its state
+	// stays "running" in the store for the next master to re-attach.
+	abandoned bool
+	// resume, for a build re-attached after a restart, is where it goes on.
+	resume *resumePoint
 }
 
 func (r *buildRun) setGroup(g string) {
@@ -74,19 +80,51 @@ type command struct {
 	stdout   []byte
 	finished bool
 	lostOnce sync.Once
+	// skip is how many bytes of replayed output the log already holds
+	// (written before a master restart): dropped before appending.
+	skip int64
 }
 
 func (c *command) flush(m *Master) {
+	seq, ok := c.persist(m)
+	if !ok {
+		return
+	}
+	if err := m.store.SetLogProgress(context.WithoutCancel(m.ctx), []drover.Log{{ID: c.logID, Seq: seq, SeqBytes: c.progressBytes(m)}}); err != nil {
+		m.logger.Error("store log progress", "log", c.logID, "err", err)
+		return
+	}
+	c.ack(m, seq)
+}
+
+// persist makes the command's appended output durable in the log store and
+// returns the sequence number it reaches, or false if there is nothing new.
+func (c *command) persist(m *Master) (uint64, bool) {
 	c.mu.Lock()
 	seq, acked := c.appended, c.acked
 	c.mu.Unlock()
 	if seq == acked {
-		return
+		return 0, false
 	}
 	if err := m.logs.Flush(c.logID); err != nil {
 		m.logger.Error("flush log", "log", c.logID, "err", err)
-		return
+		return 0, false
 	}
+	return seq, true
+}
+
+// progressBytes is the log's durable size, for its progress record.
+func (c *command) progressBytes(m *Master) int64 {
+	info, err := m.logs.Stat(c.logID)
+	if err != nil {
+		return 0
+	}
+	return info.Bytes
+}
+
+// ack tells the worker the output up to seq is stored; called only after
+// the log's progress is recorded, so a restarted master knows it too.
+func (c *command) ack(m *Master, seq uint64) {
 	if s, ok := m.hub.Session(c.worker); ok {
 		if err := s.Ack(c.id, seq); err == nil {
 			c.mu.Lock()
@@ -194,10 +232,46 @@ func (r *buildRun) run() {
 	log.Info("build started")
 
 	r.initShard(props)
-	result, summary := drover.Success, ""
-	summaryResult := drover.Success
-	halted := false
-	for i := range r.builder.Steps {
+	var o outcome
+	r.runSteps(steps, 0, props, facts, &o)
+	if r.abandoned {
+		log.Info("master stopping: build left running for the next master to re-attach")
+		return
+	}
+	r.end(&o)
+}
+
+// outcome accumulates a build's result as its steps end.
+type outcome struct {
+	result        drover.Result
+	summary       string
+	summaryResult drover.Result
+	halted        bool
+}
+
+// add folds a step's result into the build's.
+func (o *outcome) add(spec *drover.StepSpec, sr drover.Result, ssum string) {
+	if o.result == "" {
+		o.result, o.summaryResult = drover.Success, drover.Success
+	}
+	var halt bool
+	o.result, halt = applyStep(o.result, spec, sr)
+	// The summary names the first step with the worst result.
+	if !sr.IsGood() && (o.summary == "" || (sr != o.summaryResult && drover.Worst(o.summaryResult, sr) == sr)) {
+		o.summary, o.summaryResult = fmt.Sprintf("%s: %s", spec.Name, sr), sr
+		if ssum != "" && ssum != string(sr) {
+			o.summary += " (" + ssum + ")"
+		}
+	}
+	o.halted = o.halted || halt
+}
+
+// runSteps runs steps from index from on, folding results into o.
+func (r *buildRun) runSteps(steps []drover.Step, from int, props drover.Properties, facts drover.Facts, o *outcome) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	for i := from; i < len(r.builder.Steps) && i < len(steps); i++ {
 		spec := &r.builder.Steps[i]
 		st := &steps[i]
 		stopped := r.ctx.Err() != nil
@@ -205,32 +279,43 @@ func (r *buildRun) run() {
 		case r.shardOf != 0 && i > r.shardStep:
 			r.skip(st, fmt.Sprintf("not run: this build is a part of build %d's step %d", r.shardOf, r.shardStep))
 			continue
-		case stopped || (halted && !spec.AlwaysRun):
+		case stopped || (o.halted && !spec.AlwaysRun):
 			r.skip(st, "not run: "+map[bool]string{true: "build stopped", false: "an earlier step failed"}[stopped])
 			continue
 		case !conditionsHold(spec.When, props):
 			r.skip(st, "not run: condition false")
 			continue
 		}
+		if facts == nil { // a re-attached build learns its worker's facts once it is back
+			if s, ok := m.hub.Session(b.Worker); ok {
+				facts = m.facts(s)
+			}
+		}
 		sr, ssum, newProps := r.runStepWithLocks(st, spec, props, facts)
+		if r.abandoned {
+			return
+		}
 		for k, v := range newProps {
 			props[k] = v
 		}
 		if len(newProps) > 0 {
 			if err := m.store.SetBuildProperties(sctx, b.ID, props); err != nil {
-				log.Error("store build properties", "err", err)
+				m.logger.Error("store build properties", "build", b.ID, "err", err)
 			}
 		}
-		var halt bool
-		result, halt = applyStep(result, spec, sr)
-		// The summary names the first step with the worst result.
-		if !sr.IsGood() && (summary == "" || (sr != summaryResult && drover.Worst(summaryResult, sr) == sr)) {
-			summary, summaryResult = fmt.Sprintf("%s: %s", spec.Name, sr), sr
-			if ssum != "" && ssum != string(sr) {
-				summary += " (" + ssum + ")"
-			}
-		}
-		halted = halted || halt
+		o.add(spec, sr, ssum)
+	}
+}
+
+// end records the build's final state, queueing it again after an infra
+// failure while it has tries left.
+func (r *buildRun) end(o *outcome) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	result, summary := o.result, o.summary
+	if result == "" {
+		result = drover.Success
 	}
 	requeue := false
 	if result == drover.Retry {
@@ -243,7 +328,8 @@ func (r *buildRun) run() {
 		}
 	}
 	r.finish(result, summary, requeue)
-	log.Info("build finished", "result", result, "summary", summary, "requeued", requeue)
+	m.logger.Info("build finished", "build", b.ID, "builder", b.Builder, "number", b.Number, "worker", b.Worker,
+		"result", result, "summary", summary, "requeued", requeue)
 }
 
 func conditionsHold(cs []drover.Condition, props drover.Properties) bool {
@@ -295,7 +381,8 @@ func (r *buildRun) runStepWithLocks(st *drover.Step, spec *drover.StepSpec, prop
 	if err := m.locks.acquire(r.ctx, spec.Locks, b.Worker, holder); err != nil {
 		res := drover.Cancelled
 		if errors.Is(err, errMasterStopping) {
-			res = drover.Retry
+			r.abandoned = true // the next master runs this step
+			return drover.Retry, "master stopping", nil
 		}
 		r.skip(st, "stopped while waiting for locks")
 		return res, "stopped while waiting for locks", nil
@@ -331,13 +418,8 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 		m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
 	}
 	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
-
-	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
-		if keepOpen {
-			st.ExitCode = exit
-			return res, summary, nil
-		}
-		st.State, st.Result, st.Summary, st.ExitCode, st.Finished = drover.StepFinished, res, summary, exit, m.now()
+	end := func(res drover.Result, summary string) (drover.Result, string, drover.Properties) {
+		st.State, st.Result, st.Summary, st.Finished = drover.StepFinished, res, summary, m.now()
 		if err := m.store.UpdateStep(sctx, st); err != nil {
 			m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
 		}
@@ -347,7 +429,7 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 
 	l := &drover.Log{BuildID: b.ID, StepIndex: st.Index, Name: "stdio"}
 	if err := m.store.AddLog(sctx, l); err != nil {
-		return end(drover.Exception, "could not create log: "+err.Error(), nil)
+		return end(drover.Exception, "could not create log: "+err.Error())
 	}
 	id := fmt.Sprintf("b%d-s%d", b.ID, st.Index)
 	run := commandFor(id, b, &r.builder, spec, st.Index, props, facts)
@@ -360,23 +442,68 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 			run.Env["DROVER_GIT_URL"], run.Env["DROVER_GIT_BRANCH"], run.Env["DROVER_GIT_REVISION"], run.Builder, run.Workdir, b.Worker)
 	}
 	if err := m.logs.Append(l.ID, []byte(header)); err != nil {
-		return end(drover.Exception, "could not write log: "+err.Error(), nil)
+		return end(drover.Exception, "could not write log: "+err.Error())
 	}
-	c := &command{
-		id: id, worker: b.Worker, logID: l.ID, run: run, next: 1,
-		done: make(chan *pb.Finished, 1), reattach: make(chan struct{}, 1), lost: make(chan struct{}),
+	// The header is durable, and recorded as the log's size before any
+	// output (sequence 0), so a restarted master knows where output starts.
+	if err := m.logs.Flush(l.ID); err == nil {
+		if info, err := m.logs.Stat(l.ID); err == nil {
+			_ = m.store.SetLogProgress(sctx, []drover.Log{{ID: l.ID, SeqBytes: info.Bytes}})
+		}
 	}
+	c := newCommand(id, b.Worker, l.ID, run, 1, 0)
 	m.mu.Lock()
 	m.cmds[id] = c
 	m.mu.Unlock()
+	return r.completeCommand(st, spec, c, l, keepOpen, true)
+}
+
+// newCommand makes the record of a command in flight: its output is
+// expected from sequence number next, the first skip bytes of it being
+// already in the log (a re-attached command's replay).
+func newCommand(id, worker string, logID int64, run *pb.RunCommand, next uint64, skip int64) *command {
+	return &command{
+		id: id, worker: worker, logID: logID, run: run, next: next, appended: next - 1, acked: next - 1, skip: skip,
+		done: make(chan *pb.Finished, 1), reattach: make(chan struct{}, 1), lost: make(chan struct{}),
+	}
+}
+
+// completeCommand waits for a registered command to end (sending it first
+// when send is set; a re-attached one is already running) and records the
+// step's outcome.
+func (r *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *command, l *drover.Log, keepOpen, send bool) (drover.Result, string, drover.Properties) {
+	m := r.m
+	b := &r.build
+	sctx := context.WithoutCancel(r.ctx)
+	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
+		if keepOpen {
+			st.ExitCode = exit
+			return res, summary, nil
+		}
+		st.State, st.Result, st.Summary, st.ExitCode, st.Finished = drover.StepFinished, res, summary, exit, m.now()
+		if err := m.store.UpdateStep(sctx, st); err != nil {
+			m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
+		}
+		m.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(res)})
+		return res, summary, nil
+	}
 	defer func() {
 		m.mu.Lock()
-		delete(m.cmds, id)
+		delete(m.cmds, c.id)
 		m.mu.Unlock()
-		m.finishLog(sctx, l)
+		if !r.abandoned {
+			m.finishLog(sctx, l)
+		}
 	}()
 
-	f, err := r.await(c)
+	f, err := r.await(c, send)
+	if errors.Is(err, errMasterStopping) {
+		// The command keeps running on its worker; the next master
+		// re-attaches it. Nothing is recorded as ended.
+		r.abandoned = true
+		c.flush(m)
+		return drover.Retry, "master stopping", nil
+	}
 	if err != nil {
 		m.appendNote(l.ID, fmt.Sprintf("\n[drover: %v]\n", err))
 		switch {
@@ -440,18 +567,27 @@ var errCancelled = errors.New("cancelled")
 
 // await sends the command and waits for it to finish, riding out a
 // worker's disconnection for the grace period.
-func (r *buildRun) await(c *command) (*pb.Finished, error) {
+func (r *buildRun) await(c *command, send bool) (*pb.Finished, error) {
 	m := r.m
 	grace := m.config().Master.WorkerGrace
-	s, ok := m.hub.Session(c.worker)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s is not connected", errLost, c.worker)
-	}
-	if err := s.Run(c.run); err != nil {
-		return nil, fmt.Errorf("%w: %v", errLost, err)
-	}
 	var graceC <-chan time.Time
 	var cancelC <-chan time.Time
+	s, ok := m.hub.Session(c.worker)
+	switch {
+	case send && !ok:
+		return nil, fmt.Errorf("%w: %s is not connected", errLost, c.worker)
+	case send:
+		if err := s.Run(c.run); err != nil {
+			return nil, fmt.Errorf("%w: %v", errLost, err)
+		}
+	default:
+		// Re-attaching: the worker comes back on its own, holding the
+		// command, or the grace period ends it.
+		s = nil
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		graceC = t.C
+	}
 	ctxDone := r.ctx.Done()
 	for {
 		var sessDone <-chan struct{}
@@ -478,6 +614,9 @@ func (r *buildRun) await(c *command) (*pb.Finished, error) {
 			return nil, fmt.Errorf("%w: %s did not come back within %s", errLost, c.worker, grace)
 		case <-ctxDone:
 			ctxDone = nil
+			if errors.Is(context.Cause(r.ctx), errMasterStopping) {
+				return nil, errMasterStopping // the command runs on, for the next master
+			}
 			reason := context.Cause(r.ctx).Error()
 			if s != nil {
 				_ = s.Cancel(c.id, reason)

@@ -207,3 +207,19 @@ func (lm *lockManager) states() []drover.LockState {
 	})
 	return out
 }
+
+// restore records holdings a re-attached build had before a restart,
+// without checking capacity: they were granted then.
+func (lm *lockManager) restore(uses []drover.LockUse, worker string, holder drover.LockHolder) {
+	if len(uses) == 0 {
+		return
+	}
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	for _, u := range uses {
+		h := holder
+		h.Exclusive = u.Exclusive
+		k := lm.table.Key(u.Lock, worker)
+		lm.table.Held[k] = append(lm.table.Held[k], h)
+	}
+}

@@ -223,8 +223,8 @@ func (m *Master) config() *config.Config { return m.cfg.Load() }
 
 // Run serves until ctx is done (or Stop is called), then stops: it takes
 // no new builds, lets running ones finish for up to the config's
-// stop_grace (workers stay connected meanwhile), stops the rest (their
-// requests go back to the queue), and waits for every goroutine.
+// stop_grace (workers stay connected meanwhile), and leaves the rest
+// running on their workers for the next start to re-attach.
 func (m *Master) Run(ctx context.Context) error {
 	// The master's own context outlives ctx: a graceful stop needs the
 	// builds, the servers and the log flusher running after ctx ends.
@@ -355,10 +355,10 @@ func (m *Master) drain(grace time.Duration) {
 		}
 		select {
 		case <-deadline.C:
-			m.logger.Warn("stop grace over; stopping the builds still running (they will run again)", "builds", n)
+			m.logger.Warn("stop grace over; the builds still running go on when the master restarts", "builds", n)
 			return
 		case <-m.stopNow:
-			m.logger.Warn("stopping now; the builds still running will run again", "builds", n)
+			m.logger.Warn("stopping now; the builds still running go on when the master restarts", "builds", n)
 			return
 		case <-tick.C:
 		}
@@ -380,8 +380,9 @@ func (m *Master) closeResources() {
 }
 
 // recover puts the state a previous master left into order: no worker is
-// connected yet, and builds it was running cannot be followed by this
-// version, so they end as retry and their requests go back to the queue.
+// connected yet; builds it was running are re-attached (their commands run
+// on in their workers, which come back on their own), or, when that cannot
+// be, end as retry with their requests back in the queue.
 func (m *Master) recover(ctx context.Context) error {
 	if err := m.store.MarkAllDisconnected(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -402,24 +403,12 @@ func (m *Master) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, b := range left {
-		steps, _ := m.store.ListSteps(ctx, b.ID)
-		for _, s := range steps {
-			if s.State == drover.StepFinished {
-				continue
-			}
-			s.State, s.Result, s.Finished, s.Summary = drover.StepFinished, drover.Retry, m.now(), "master restarted"
-			_ = m.store.UpdateStep(ctx, &s)
+		if r, why := m.resumable(ctx, b); r != nil {
+			m.startRecovered(r)
+			continue
+		} else if err := m.giveUpBuild(ctx, b, why); err != nil {
+			return err
 		}
-		logs, _ := m.store.ListLogs(ctx, b.ID)
-		for _, l := range logs {
-			if !l.Complete {
-				m.finishLog(ctx, &l)
-			}
-		}
-		if err := m.store.FinishBuild(ctx, b.ID, drover.Retry, "master restarted during the build", m.now(), true); err != nil {
-			return fmt.Errorf("recover build %d: %w", b.ID, err)
-		}
-		m.logger.Warn("build interrupted by a master restart; its request is queued again", "build", b.ID, "builder", b.Builder)
 	}
 	cfg := m.config()
 	return m.cancelOrphanRequests(ctx, cfg)
@@ -497,10 +486,34 @@ func (m *Master) flushLoop(ctx context.Context) {
 				cmds = append(cmds, c)
 			}
 			m.mu.Unlock()
-			for _, c := range cmds {
-				c.flush(m)
-			}
+			m.flushAll(ctx, cmds)
 		}
+	}
+}
+
+// flushAll makes the output of every command in flight durable, records
+// how far each log got in one store transaction, and only then acks the
+// workers: output a worker forgets is output a restarted master knows it
+// has, never less.
+func (m *Master) flushAll(ctx context.Context, cmds []*command) {
+	var progress []drover.Log
+	var flushed []*command
+	var seqs []uint64
+	for _, c := range cmds {
+		if seq, ok := c.persist(m); ok {
+			progress = append(progress, drover.Log{ID: c.logID, Seq: seq, SeqBytes: c.progressBytes(m)})
+			flushed, seqs = append(flushed, c), append(seqs, seq)
+		}
+	}
+	if len(progress) == 0 {
+		return
+	}
+	if err := m.store.SetLogProgress(context.WithoutCancel(ctx), progress); err != nil {
+		m.logger.Error("store log progress", "err", err)
+		return // no acks: the workers keep the output until it is recorded
+	}
+	for i, c := range flushed {
+		c.ack(m, seqs[i])
 	}
 }
 

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -145,8 +146,14 @@ func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props 
 		case <-sub.C:
 		case <-tick.C:
 		case <-stop:
+			if errors.Is(context.Cause(r.ctx), errMasterStopping) {
+				// The parts are left running like this build; the next
+				// master gives the step up and runs the build anew.
+				r.abandoned = true
+				return drover.Retry, "master stopping", nil
+			}
 			// Stopped: stop the parts too, and wait a little for them to
-			// say so; a stopping master does not wait for queued ones.
+			// say so.
 			stop = nil
 			r.cancelParts(st, context.Cause(r.ctx).Error())
 			t := time.NewTimer(cancelWait)

@@ -134,7 +134,13 @@ func (m *Master) CommandOutput(s *workerhub.Session, o *pb.Output) error {
 	case c.finished:
 		return fmt.Errorf("output after finish")
 	}
-	if err := m.logs.Append(c.logID, o.GetData()); err != nil {
+	data := o.GetData()
+	if c.skip > 0 { // a replay of output the log already holds
+		n := min(c.skip, int64(len(data)))
+		c.skip -= n
+		data = data[n:]
+	}
+	if err := m.logs.Append(c.logID, data); err != nil {
 		// Keep the stream: the worker will replay unacknowledged output.
 		m.logger.Error("append log", "log", c.logID, "err", err)
 		return nil

@@ -33,10 +33,16 @@ var (
 
 // Binary returns the path of a drover binary built from this module, with
 // the race detector when the tests run with it. It is built once per test
-// process.
+// process, unless $DROVER_TEST_BINARY names one.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		// A binary built beforehand (by a caller that wants one build for
+		// several test runs) is used as it is.
+		if p := os.Getenv("DROVER_TEST_BINARY"); p != "" {
+			binPath = p
+			return
+		}
 		dir, err := os.MkdirTemp("", "drover-bin-")
 		if err != nil {
 			buildErr = err
