@@ -45,7 +45,7 @@ func (cf *clientFlags) client() *api.Client {
 }
 
 func clientCmds(g *globals) []*cobra.Command {
-	return append([]*cobra.Command{forceCmd(g), sendchangeCmd(g), buildsCmd(g), logsCmd(g), cancelCmd(g)}, queueCmds(g)...)
+	return append([]*cobra.Command{forceCmd(g), sendchangeCmd(g), buildsCmd(g), logsCmd(g), cancelCmd(g), reconfigCmd(g)}, queueCmds(g)...)
 }
 
 func forceCmd(g *globals) *cobra.Command {

@@ -49,22 +49,74 @@ type testBackend struct {
 	locks []drover.LockState
 	// queueErr, when set, is returned by Queue.
 	queueErr error
+	// cfg is the config in force and next is what Reload loads: Reload
+	// swaps them, as an operator editing the file back and forth would,
+	// unless next.err refuses the load.
+	cfg, next testConfig
+	// status is the record of loads that ConfigStatus reports.
+	status ConfigStatus
+}
+
+// testConfig is one version of the config file: its hash and builders,
+// or the loader's error when it is broken.
+type testConfig struct {
+	hash     string
+	builders []drover.Builder
+	err      error
 }
 
 var _ Backend = (*testBackend)(nil)
 
-func (b *testBackend) Store() store.Store         { return b.st }
-func (b *testBackend) Builders() []drover.Builder { return b.builders }
-func (b *testBackend) Title() string              { return "Test" }
-func (b *testBackend) URL() string                { return "http://ci.example.org/" }
+func (b *testBackend) Store() store.Store { return b.st }
+func (b *testBackend) Title() string      { return "Test" }
+func (b *testBackend) URL() string        { return "http://ci.example.org/" }
+
+func (b *testBackend) Builders() []drover.Builder {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg.builders
+}
 
 func (b *testBackend) Builder(name string) (*drover.Builder, bool) {
-	for i := range b.builders {
-		if b.builders[i].Name == name {
-			return &b.builders[i], true
+	for _, bl := range b.Builders() {
+		if bl.Name == name {
+			return &bl, true
 		}
 	}
 	return nil, false
+}
+
+func (b *testBackend) ConfigStatus() ConfigStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.status
+	st.Builders = len(b.cfg.builders)
+	return st
+}
+
+// Reload loads b.next as the master loads its file: a broken one is
+// refused with Invalid and recorded, a good one takes over (and the one it
+// replaces becomes the next to load) and is announced.
+func (b *testBackend) Reload(ctx context.Context) error {
+	b.mu.Lock()
+	now := time.Now().UTC()
+	if err := b.next.err; err != nil {
+		b.status.LastError, b.status.ErrorAt = err.Error(), now
+		b.mu.Unlock()
+		return drover.Errorf(drover.Invalid, "config refused: %w", err)
+	}
+	b.cfg, b.next = b.next, b.cfg
+	b.status = ConfigStatus{Path: b.status.Path, Hash: b.cfg.hash, LoadedAt: now}
+	b.mu.Unlock()
+	b.bus.Publish(events.Event{Type: events.ConfigLoaded})
+	return nil
+}
+
+// setNextConfig sets what the next Reload loads.
+func (b *testBackend) setNextConfig(c testConfig) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next = c
 }
 
 func (b *testBackend) Force(ctx context.Context, req *drover.BuildRequest) error {
@@ -379,12 +431,19 @@ func newTestBackend(t testing.TB) *testBackend {
 	st := newTestStore(t)
 	bus := &events.Bus{}
 	t.Cleanup(bus.Close)
+	builders := testBuilders(t)
 	return &testBackend{
-		st:       st,
-		bus:      bus,
-		builders: testBuilders(t),
-		tokens:   map[string]drover.Role{adminToken: drover.RoleAdmin, operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
-		logs:     &memLogs{st: st, logs: make(map[int64]*memLog)},
+		st:     st,
+		bus:    bus,
+		tokens: map[string]drover.Role{adminToken: drover.RoleAdmin, operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
+		logs:   &memLogs{st: st, logs: make(map[int64]*memLog)},
+		cfg:    testConfig{hash: "1111aaaa2222bbbb3333cccc4444dddd", builders: builders},
+		next:   testConfig{hash: "5555eeee6666ffff7777aaaa8888bbbb", builders: builders[:1]},
+		status: ConfigStatus{
+			Path:     "/etc/drover/master.star",
+			Hash:     "1111aaaa2222bbbb3333cccc4444dddd",
+			LoadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		},
 	}
 }
 

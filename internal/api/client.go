@@ -243,6 +243,22 @@ func (c *Client) approval(ctx context.Context, worker, verb string) (*drover.Wor
 	return &out, nil
 }
 
+// ConfigStatus returns the config in force and the outcome of the last
+// load.
+func (c *Client) ConfigStatus(ctx context.Context) (ConfigStatus, error) {
+	var out ConfigStatus
+	return out, c.call(ctx, http.MethodGet, "/config", nil, nil, &out)
+}
+
+// Reload makes the master load its config file again and returns the
+// status of the config now in force. It needs an admin token. A refused
+// config is an Invalid error whose message holds the file:line errors;
+// the master keeps the config it had.
+func (c *Client) Reload(ctx context.Context) (ConfigStatus, error) {
+	var out ConfigStatus
+	return out, c.call(ctx, http.MethodPost, "/config/reload", nil, nil, &out)
+}
+
 // Queue returns the pending build requests in the order the dispatcher
 // serves them, each with why it is waiting.
 func (c *Client) Queue(ctx context.Context) ([]drover.QueueEntry, error) {

@@ -100,6 +100,9 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 	read("GET /api/v1/changes", s.listChanges)
 	write("POST /api/v1/changes", s.addChange)
 
+	read("GET /api/v1/config", s.getConfig)
+	admin("POST /api/v1/config/reload", s.reloadConfig)
+
 	read("GET /api/v1/events", s.streamEvents)
 
 	return &router{mux: mux, s: s}

@@ -40,6 +40,19 @@ type testBackend struct {
 	waiting  map[int64]drover.QueueEntry
 	queueErr error
 	locks    []drover.LockState
+	// config is the record of loads ConfigStatus reports (its Builders is
+	// counted from builders); next is what Reload loads: it swaps with
+	// the builders in force, or refuses with next.err.
+	config api.ConfigStatus
+	next   testConfig
+}
+
+// testConfig is one version of the config file: its hash and builders,
+// or the loader's error when it is broken.
+type testConfig struct {
+	hash     string
+	builders []drover.Builder
+	err      error
 }
 
 type memLog struct {
@@ -65,6 +78,12 @@ func newTestBackend(t *testing.T) *testBackend {
 		logs:    make(map[int64]*memLog),
 		waiting: make(map[int64]drover.QueueEntry),
 		tokens:  map[string]drover.Role{adminToken: drover.RoleAdmin, operatorToken: drover.RoleOperator, readerToken: drover.RoleRead},
+		config: api.ConfigStatus{
+			Path:     "/etc/drover/master.star",
+			Hash:     "0123456789abcdef0123456789abcdef",
+			LoadedAt: time.Now().Add(-time.Hour),
+		},
+		next: testConfig{hash: "fedcba9876543210fedcba9876543210"},
 	}
 	t.Cleanup(func() {
 		b.bus.Close()
@@ -75,19 +94,59 @@ func newTestBackend(t *testing.T) *testBackend {
 	return b
 }
 
-func (b *testBackend) Store() store.Store         { return b.st }
-func (b *testBackend) Builders() []drover.Builder { return b.builders }
-func (b *testBackend) Title() string              { return "Drover <Test> & Co" }
-func (b *testBackend) URL() string                { return "https://ci.example.org/" }
+func (b *testBackend) Store() store.Store { return b.st }
+func (b *testBackend) Title() string      { return "Drover <Test> & Co" }
+func (b *testBackend) URL() string        { return "https://ci.example.org/" }
+
+// Builders returns the builders in force; tests set b.builders before
+// serving, and Reload swaps them under b.mu.
+func (b *testBackend) Builders() []drover.Builder {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.builders
+}
 
 func (b *testBackend) Builder(name string) (*drover.Builder, bool) {
-	for i := range b.builders {
-		if b.builders[i].Name == name {
-			bb := b.builders[i]
-			return &bb, true
+	for _, bl := range b.Builders() {
+		if bl.Name == name {
+			return &bl, true
 		}
 	}
 	return nil, false
+}
+
+func (b *testBackend) ConfigStatus() api.ConfigStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.config
+	st.Builders = len(b.builders)
+	return st
+}
+
+// Reload loads b.next as the master loads its file: a broken one is
+// refused with Invalid and recorded; a good one takes over, the config it
+// replaces becomes the next to load, and config.loaded is published.
+func (b *testBackend) Reload(ctx context.Context) error {
+	b.mu.Lock()
+	now := time.Now()
+	if err := b.next.err; err != nil {
+		b.config.LastError, b.config.ErrorAt = err.Error(), now
+		b.mu.Unlock()
+		return drover.Errorf(drover.Invalid, "config refused: %w", err)
+	}
+	old := testConfig{hash: b.config.Hash, builders: b.builders}
+	b.builders, b.config = b.next.builders, api.ConfigStatus{Path: b.config.Path, Hash: b.next.hash, LoadedAt: now}
+	b.next = old
+	b.mu.Unlock()
+	b.bus.Publish(events.Event{Type: events.ConfigLoaded})
+	return nil
+}
+
+// setNextConfig sets what the next Reload loads.
+func (b *testBackend) setNextConfig(c testConfig) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next = c
 }
 
 func (b *testBackend) Force(ctx context.Context, req *drover.BuildRequest) error {

@@ -1,6 +1,6 @@
 // Package web serves Drover's human interface: server-rendered HTML pages
 // (home, waterfall, classes, builders, builder, build, workers, worker,
-// changes, queue, locks)
+// changes, queue, locks, admin)
 // made with html/template from templates and assets embedded in the binary.
 //
 // Pages are complete without JavaScript. A small script (static/live.js)
@@ -10,10 +10,11 @@
 // X-Fragment header) and swaps it in. The handler renders a fragment with
 // the same template and data as the full page, so the two never disagree.
 //
-// The package only reads: writes (force, cancel, availability) go through
-// the REST API, which checks credentials. The pages show the CLI command to
-// run; the worker page's availability form has the script send the
-// operator's token to the API itself, so no credential passes through
+// The package only reads: writes (force, cancel, availability, config
+// reload) go through the REST API, which checks credentials. The pages show
+// the CLI command to run; the worker page's availability form and the
+// admin page's reload button have the script send the caller's token to
+// the API itself, so no credential passes through
 // here and no cookie can be ridden by another site.
 package web
 
@@ -41,7 +42,7 @@ var content embed.FS
 
 // pageNames lists every page template (templates/NAME.html).
 func pageNames() []string {
-	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "queue", "locks", "waterfall", "classes", "error"}
+	return []string{"home", "builders", "builder", "build", "workers", "worker", "changes", "queue", "locks", "waterfall", "classes", "admin", "error"}
 }
 
 // pageFragments lists the fragments a page can render alone; fragment F is
@@ -71,6 +72,8 @@ func pageFragments(page string) []string {
 		return []string{"waterfall"}
 	case "classes":
 		return []string{"classes"}
+	case "admin":
+		return []string{"config"}
 	}
 	return nil
 }
@@ -171,6 +174,7 @@ func (s *server) routes() {
 	mux.HandleFunc("GET /queue", s.handleQueue)
 	mux.HandleFunc("GET /requests", s.handleRequests)
 	mux.HandleFunc("GET /locks", s.handleLocks)
+	mux.HandleFunc("GET /admin", s.handleAdmin)
 	mux.HandleFunc("GET /static/{file...}", s.handleStatic)
 	// The web UI only reads: any other method gets 405 from the mux.
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {

@@ -234,10 +234,57 @@
     });
   }
 
+  // reloadForm sends the admin page's Reload config to the API with the
+  // admin token typed in the form, which, as the availability form's, is
+  // never stored. A refused config is shown with the API's message, which
+  // holds the loader's file:line errors; either way the config fragment is
+  // refreshed, since a refusal publishes no event but changes the status.
+  function reloadForm() {
+    const form = document.getElementById("reload-form");
+    if (!form) return;
+    const errEl = document.getElementById("reload-error");
+    const doneEl = document.getElementById("reload-done");
+    const button = form.querySelector("button[type=submit]");
+    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
+    const refreshConfig = () => document.querySelectorAll('[data-fragment][data-events~="config.loaded"]').forEach(schedule);
+    form.hidden = false;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      say(errEl, "");
+      say(doneEl, "");
+      const token = form.elements.token.value.trim();
+      if (!token) { say(errEl, "An API token with the admin role is needed."); return; }
+      button.disabled = true;
+      try {
+        const resp = await fetch("/api/v1/config/reload", {
+          method: "POST",
+          headers: { "Authorization": "Bearer " + token, "Accept": "application/json" },
+          cache: "no-store",
+          credentials: "omit",
+        });
+        let body = null;
+        try { body = await resp.json(); } catch (err) { /* not JSON */ }
+        if (!resp.ok) {
+          say(errEl, (body && body.error) || (resp.status + " " + resp.statusText));
+          return;
+        }
+        const hash = (body && body.hash) ? String(body.hash).slice(0, 12) : "?";
+        const n = body ? body.builders : "?";
+        say(doneEl, "Config reloaded: hash " + hash + ", " + n + (n === 1 ? " builder." : " builders."));
+      } catch (err) {
+        say(errEl, "Cannot reach the master: " + err.message);
+      } finally {
+        button.disabled = false;
+        refreshConfig();
+      }
+    });
+  }
+
   document.documentElement.classList.add("js");
   followAll();
   availabilityForm();
   approvalButtons();
+  reloadForm();
   listen();
   setInterval(() => updateTimes(document), 30000);
 })();
