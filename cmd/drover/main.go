@@ -82,6 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quickstartCmd(g),
 		tokenCmd(g),
 		whyCmd(g),
+		superviseCmd(g),
 	)
 	root.AddCommand(clientCmds(g)...)
 	return root.ExecuteContext(ctx)

@@ -4,11 +4,23 @@
 // open, runs the commands the master sends, and streams their output.
 //
 // The worker owns a running command: when the stream breaks, the command
-// keeps running and its output stays buffered (bounded; a full buffer
-// stops reading the command's pipes rather than drop data) until a later
-// connection replays it and the master acknowledges it. Every command runs
-// in its own process group, which is killed when the command ends, times
-// out or is cancelled, so no process outlives its step.
+// keeps running and its output is kept until a later connection replays
+// it and the master acknowledges it. Every command runs in its own
+// process group, which is killed when the command ends, times out or is
+// cancelled, so no process outlives its step.
+//
+// On Unix a command also survives the worker process (command_unix.go):
+// it runs under a supervisor, `drover __supervise DIR/run/<command-id>`
+// (Supervise), that spools its output and exit status to that directory.
+// The agent cuts the spool into numbered chunks, recording each chunk's
+// place in an index before sending it, and records the master's
+// acknowledgements; a new worker process on the same directory adopts
+// the commands it finds there, lists them in its hello, replays the
+// unacknowledged chunks under the same numbers, and kills the process
+// groups of those the master no longer wants. Stopping the worker (Run's
+// context ending) still kills its commands; only a worker that dies
+// leaves them running. On Windows commands run in the worker process,
+// with their output in memory (command_windows.go).
 //
 // The worker's owner decides when it builds (availability.go): a manual
 // setting made through the control socket DIR/control.sock (control.go),
@@ -19,12 +31,6 @@
 //
 // The package is an island: it imports the root drover package and
 // workerproto, nothing of the master's side.
-//
-// Not yet: commands do not survive a restart of the worker process (Run
-// kills them when its context ends), and output is buffered in memory
-// only. A later change runs each command under a small supervisor that
-// spools its output to Dir; the command type is shaped for that (output
-// is a list of numbered chunks, dropped by acknowledgement).
 package agent
 
 import (
@@ -133,6 +139,12 @@ type Agent struct {
 	backoffMin, backoffMax time.Duration
 	maxBuffered            int
 	availEvery             time.Duration
+	// superArgv starts a supervisor, the command directory appended:
+	// this program's `__supervise`.
+	superArgv []string
+	// detachOnStop makes Run return leaving its commands running, as a
+	// worker process that dies does: a test hook.
+	detachOnStop bool
 
 	running atomic.Bool
 
@@ -200,6 +212,11 @@ func New(cfg Config) (*Agent, error) {
 		return nil, drover.Errorf(drover.Invalid, "worker directory %q: %w", cfg.Dir, err)
 	}
 	a.dir = dir
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find this program, to supervise commands: %w", err)
+	}
+	a.superArgv = []string{exe, "__supervise"}
 	if cfg.MaxBuilds < 0 {
 		return nil, drover.Errorf(drover.Invalid, "max builds %d: must be at least 1", cfg.MaxBuilds)
 	}
@@ -360,6 +377,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("keeping the manual availability read at start", "err", err)
 	}
 	a.reevaluate() // before the first hello, which carries it
+	// Before the first hello too, which lists the commands adopted.
+	a.recover()
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { a.watchAvailability(wctx) })
@@ -403,8 +422,8 @@ func (a *Agent) backoff(failures int) time.Duration {
 	return rand.N(bound) + time.Millisecond
 }
 
-// stop kills every command and waits for them: the worker is going away.
-// Commands do not survive a worker restart yet; see the package comment.
+// stop kills every command and waits for them: the worker is going away
+// on purpose. (A worker that dies leaves its commands to the next one.)
 func (a *Agent) stop() {
 	a.mu.Lock()
 	a.stopping = true
@@ -414,9 +433,16 @@ func (a *Agent) stop() {
 	}
 	a.mu.Unlock()
 	for _, c := range cmds {
-		c.abandon("worker stopping: killed", shutdownGrace)
+		if a.detachOnStop {
+			c.detach()
+		} else {
+			c.abandon("worker stopping: killed", shutdownGrace)
+		}
 	}
 	a.cmdWG.Wait()
+	for _, c := range cmds {
+		c.closeFiles()
+	}
 	a.mu.Lock()
 	a.cmds = make(map[string]*command)
 	a.stopping = false
@@ -615,6 +641,7 @@ func (a *Agent) hello() (*workerproto.Hello, uint64) {
 	for id, c := range a.cmds {
 		if d := c.deliveredAt(); !d.IsZero() && time.Since(d) > finishedRetention {
 			delete(a.cmds, id)
+			c.dispose()
 			continue
 		}
 		h.Running = append(h.Running, c.held())
@@ -744,7 +771,7 @@ func (a *Agent) start(req *workerproto.RunCommand) {
 	a.cmdWG.Add(1)
 	go func() {
 		defer a.cmdWG.Done()
-		c.run(a.dir)
+		c.run(a.dir, a.superArgv)
 	}()
 }
 
@@ -781,9 +808,13 @@ func (a *Agent) ack(m *workerproto.Ack) {
 	// command need not wait out finishedRetention.
 	if m.GetFinished() && c.deliveredAt() != (time.Time{}) {
 		a.mu.Lock()
-		if a.cmds[m.GetCommandId()] == c {
+		mine := a.cmds[m.GetCommandId()] == c
+		if mine {
 			delete(a.cmds, m.GetCommandId())
 		}
 		a.mu.Unlock()
+		if mine {
+			c.dispose()
+		}
 	}
 }

@@ -141,6 +141,11 @@ func SystemdUnit(s Spec) string {
 	// The worker kills its commands' process groups when it stops; give it
 	// the time to do so before systemd kills what remains.
 	b.WriteString("TimeoutStopSec=30\n")
+	// Only the worker itself is signalled: its commands run under their own
+	// supervisors, which must outlive a worker that crashed or is being
+	// restarted, so that the new worker adopts them (a worker stopped on
+	// purpose stops its commands itself).
+	b.WriteString("KillMode=process\n")
 	b.WriteString("\n[Install]\n")
 	b.WriteString("WantedBy=multi-user.target\n")
 	return b.String()

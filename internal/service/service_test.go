@@ -25,6 +25,7 @@ func TestSystemdUnit(t *testing.T) {
 		"\nExecStart=/usr/local/bin/drover worker run --dir /var/lib/drover --label gpu=yes --max-builds 2\n",
 		"\nUser=drover\n",
 		"\nRestart=always\n",
+		"\nKillMode=process\n",
 		"\nRestartSec=5s\n",
 		"\nWorkingDirectory=/var/lib/drover\n",
 		"\nAfter=network-online.target\n",

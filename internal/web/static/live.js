@@ -145,146 +145,100 @@
     });
   }
 
-  // availabilityForm sends the worker page's form to the API with the
-  // operator's token, which the page never stores: the web UI has no
-  // session, so no other site can act with it.
-  function availabilityForm() {
-    const form = document.getElementById("avail-form");
-    if (!form) return;
-    const errEl = document.getElementById("avail-error");
-    const doneEl = document.getElementById("avail-done");
-    const button = form.querySelector("button[type=submit]");
-    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
-    form.hidden = false;
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      say(errEl, "");
-      say(doneEl, "");
-      const state = form.elements.availability.value;
-      const token = form.elements.token.value.trim();
-      if (!token) { say(errEl, "An API token with the operator role is needed."); return; }
-      button.disabled = true;
-      try {
-        const resp = await fetch("/api/v1/workers/" + encodeURIComponent(form.dataset.worker) + "/availability", {
-          method: "POST",
-          headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", "Accept": "application/json" },
-          body: JSON.stringify({ availability: state, reason: form.elements.reason.value }),
-          cache: "no-store",
-          credentials: "omit",
-        });
-        if (!resp.ok) {
-          let msg = resp.status + " " + resp.statusText;
-          try { const body = await resp.json(); if (body && body.error) msg = body.error; } catch (err) { /* not JSON */ }
-          say(errEl, msg);
-          return;
-        }
-        form.elements.reason.value = "";
-        say(doneEl, state === "auto" ? "Cleared: the worker's own availability applies." : "Set to " + state + ".");
-        document.querySelectorAll('[data-fragment][data-events~="worker.changed"]').forEach(schedule);
-      } catch (err) {
-        say(errEl, "Cannot reach the master: " + err.message);
-      } finally {
-        button.disabled = false;
-      }
-    });
+  // say shows text in a status element, or hides the element when empty.
+  const say = (el, text) => { if (el) { el.textContent = text; el.hidden = !text; } };
+
+  // postWithToken sends a write to the API with a token typed into a page
+  // form. The page never stores it: the web UI has no session, so no other
+  // site can act with it. It resolves to the reply, or throws an Error with
+  // the API's own message (a refused config's carries its file:line errors).
+  async function postWithToken(path, token, body) {
+    const headers = { "Authorization": "Bearer " + token, "Accept": "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let resp;
+    try {
+      resp = await fetch(path, { method: "POST", headers, body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store", credentials: "omit" });
+    } catch (err) {
+      throw new Error("Cannot reach the master: " + err.message);
+    }
+    let reply = null;
+    try { reply = await resp.json(); } catch (err) { /* not JSON */ }
+    if (!resp.ok) throw new Error((reply && reply.error) || (resp.status + " " + resp.statusText));
+    return reply;
   }
 
-  // approvalButtons sends an admin's Approve or Reject on the workers page
-  // to the API with the token typed in the section's form, which, as the
-  // availability form's, is never stored. Clicks are caught on the
-  // document, so buttons in a refreshed fragment work too.
-  function approvalButtons() {
-    const form = document.getElementById("approval-form");
+  // tokenAction wires a form (by id) whose write needs a token: on a click
+  // of a matching button, or on submit, act(button, token) runs, and its
+  // result or error is shown in the form's -done or -error element.
+  // Clicks are caught on the document, so buttons in a refreshed fragment
+  // work too.
+  function tokenAction(id, role, selector, act, after) {
+    const form = document.getElementById(id + "-form");
     if (!form) return;
-    const errEl = document.getElementById("approval-error");
-    const doneEl = document.getElementById("approval-done");
-    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
+    const errEl = document.getElementById(id + "-error");
+    const doneEl = document.getElementById(id + "-done");
     form.hidden = false;
-    form.addEventListener("submit", (e) => e.preventDefault());
-    document.addEventListener("click", async (e) => {
-      const button = e.target.closest("button[data-approval]");
-      if (!button) return;
+    const run = async (button) => {
       say(errEl, "");
       say(doneEl, "");
-      const verb = button.dataset.approval;
-      const name = button.dataset.worker;
       const token = form.elements.token.value.trim();
-      if (!token) { say(errEl, "An API token with the admin role is needed."); return; }
+      if (!token) { say(errEl, "An API token with the " + role + " role is needed."); return; }
       button.disabled = true;
       try {
-        const resp = await fetch("/api/v1/workers/" + encodeURIComponent(name) + "/" + verb, {
-          method: "POST",
-          headers: { "Authorization": "Bearer " + token, "Accept": "application/json" },
-          cache: "no-store",
-          credentials: "omit",
-        });
-        if (!resp.ok) {
-          let msg = resp.status + " " + resp.statusText;
-          try { const body = await resp.json(); if (body && body.error) msg = body.error; } catch (err) { /* not JSON */ }
-          say(errEl, msg);
-          return;
-        }
-        say(doneEl, (verb === "approve" ? "Approved " : "Rejected ") + name + ".");
-        document.querySelectorAll('[data-fragment][data-events~="worker.changed"]').forEach(schedule);
+        say(doneEl, await act(form, button, token));
       } catch (err) {
-        say(errEl, "Cannot reach the master: " + err.message);
+        say(errEl, err.message);
       } finally {
         button.disabled = false;
+        if (after) after();
       }
+    };
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!selector) run(form.querySelector("button[type=submit]"));
     });
+    if (selector) {
+      document.addEventListener("click", (e) => {
+        const button = e.target.closest(selector);
+        if (button) run(button);
+      });
+    }
   }
 
-  // reloadForm sends the admin page's Reload config to the API with the
-  // admin token typed in the form, which, as the availability form's, is
-  // never stored. A refused config is shown with the API's message, which
-  // holds the loader's file:line errors; either way the config fragment is
-  // refreshed, since a refusal publishes no event but changes the status.
-  function reloadForm() {
-    const form = document.getElementById("reload-form");
-    if (!form) return;
-    const errEl = document.getElementById("reload-error");
-    const doneEl = document.getElementById("reload-done");
-    const button = form.querySelector("button[type=submit]");
-    const say = (el, text) => { el.textContent = text; el.hidden = !text; };
-    const refreshConfig = () => document.querySelectorAll('[data-fragment][data-events~="config.loaded"]').forEach(schedule);
-    form.hidden = false;
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      say(errEl, "");
-      say(doneEl, "");
-      const token = form.elements.token.value.trim();
-      if (!token) { say(errEl, "An API token with the admin role is needed."); return; }
-      button.disabled = true;
-      try {
-        const resp = await fetch("/api/v1/config/reload", {
-          method: "POST",
-          headers: { "Authorization": "Bearer " + token, "Accept": "application/json" },
-          cache: "no-store",
-          credentials: "omit",
-        });
-        let body = null;
-        try { body = await resp.json(); } catch (err) { /* not JSON */ }
-        if (!resp.ok) {
-          say(errEl, (body && body.error) || (resp.status + " " + resp.statusText));
-          return;
-        }
-        const hash = (body && body.hash) ? String(body.hash).slice(0, 12) : "?";
-        const n = body ? body.builders : "?";
-        say(doneEl, "Config reloaded: hash " + hash + ", " + n + (n === 1 ? " builder." : " builders."));
-      } catch (err) {
-        say(errEl, "Cannot reach the master: " + err.message);
-      } finally {
-        button.disabled = false;
-        refreshConfig();
-      }
-    });
-  }
+  const refreshOn = (event) => () =>
+    document.querySelectorAll('[data-fragment][data-events~="' + event + '"]').forEach(schedule);
+
+  // The worker page's availability form (operator).
+  tokenAction("avail", "operator", null, async (form, button, token) => {
+    const state = form.elements.availability.value;
+    await postWithToken("/api/v1/workers/" + encodeURIComponent(form.dataset.worker) + "/availability", token,
+      { availability: state, reason: form.elements.reason.value });
+    form.elements.reason.value = "";
+    refreshOn("worker.changed")();
+    return state === "auto" ? "Cleared: the worker's own availability applies." : "Set to " + state + ".";
+  });
+
+  // The workers page's Approve and Reject buttons (admin).
+  tokenAction("approval", "admin", "button[data-approval]", async (form, button, token) => {
+    const verb = button.dataset.approval;
+    const name = button.dataset.worker;
+    await postWithToken("/api/v1/workers/" + encodeURIComponent(name) + "/" + verb, token);
+    refreshOn("worker.changed")();
+    return (verb === "approve" ? "Approved " : "Rejected ") + name + ".";
+  });
+
+  // The admin page's Reload config (admin). Either way the config status
+  // is refreshed: a refusal publishes no event but changes it.
+  tokenAction("reload", "admin", null, async (form, button, token) => {
+    const reply = await postWithToken("/api/v1/config/reload", token);
+    const hash = (reply && reply.hash) ? String(reply.hash).slice(0, 12) : "?";
+    const n = reply ? reply.builders : "?";
+    return "Config reloaded: hash " + hash + ", " + n + (n === 1 ? " builder." : " builders.");
+  }, refreshOn("config.loaded"));
 
   document.documentElement.classList.add("js");
   followAll();
-  availabilityForm();
-  approvalButtons();
-  reloadForm();
   listen();
   setInterval(() => updateTimes(document), 30000);
 })();
