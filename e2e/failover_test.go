@@ -25,16 +25,6 @@ func TestFailoverAfterWorkerSIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
 	pidFile := filepath.Join(dir, "pgid")
-	// A SIGKILLed worker cannot kill its command's process group; adopting
-	// such orphans is the restarted worker's job (a later issue). Here the
-	// test cleans up after itself.
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pgid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pgid > 1 {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			}
-		}
-	})
 	m := testenv.StartMaster(t, fmt.Sprintf(`
 drover.master(worker_grace = "2s")
 drover.builder(name = "pool", requires = {"pool": "p"}, steps = [
@@ -42,6 +32,25 @@ drover.builder(name = "pool", requires = {"pool": "p"}, steps = [
 ])
 `, started, pidFile))
 	doomed := m.StartWorker(t, "doomed", "--label", "pool=p")
+	// The killed worker never comes back, so nobody adopts its command,
+	// which runs on under its supervisor (as it must, for a worker that
+	// does come back). The test stops both before its directories go.
+	t.Cleanup(func() {
+		pids, _ := filepath.Glob(filepath.Join(doomed.Dir, "run", "*", "pid"))
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pgid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pgid > 1 {
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}
+		for _, p := range pids {
+			if b, err := os.ReadFile(p); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+					_ = syscall.Kill(-pid, syscall.SIGKILL)
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	})
 	r := m.Force(t, "pool", api.ForceRequest{})
 	m.WaitFor(t, time.Minute, "the build to start on the doomed worker", func() bool {
 		b, err := os.ReadFile(started)

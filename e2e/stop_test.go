@@ -34,7 +34,7 @@ drover.builder(name = "long", steps = [drover.shell("echo started; while [ ! -f 
 	})
 	queued := m.Force(t, "long", api.ForceRequest{})
 
-	stop := testenv.Start(t, "master stop", "master", "stop", m.Dir, "--timeout", "2m")
+	stop := testenv.Start(t, "master stop", "master", "stop", m.Dir, "--graceful", "--timeout", "2m")
 	m.WaitFor(t, 30*time.Second, "the master to start draining", func() bool {
 		return strings.Contains(m.Output(), "stopping gracefully")
 	})

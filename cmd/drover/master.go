@@ -299,7 +299,10 @@ func masterStopCmd(g *globals) *cobra.Command {
 			return fmt.Errorf("master %d still running after %s (running builds may still be finishing)", pid, timeout)
 		},
 	}
-	c.Flags().BoolVar(&now, "now", false, "do not wait for running builds (they run again after a restart)")
+	var graceful bool
+	c.Flags().BoolVar(&graceful, "graceful", true, "let running builds finish within the config's stop_grace (the default)")
+	c.Flags().BoolVar(&now, "now", false, "do not wait for running builds (they go on when the master restarts)")
+	c.MarkFlagsMutuallyExclusive("graceful", "now")
 	c.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long to wait for the master to exit")
 	return c
 }
