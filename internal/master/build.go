@@ -86,11 +86,11 @@ type command struct {
 }
 
 func (c *command) flush(m *Master) {
-	seq, ok := c.persist(m)
+	seq, bytes, ok := c.persist(m)
 	if !ok {
 		return
 	}
-	if err := m.store.SetLogProgress(context.WithoutCancel(m.ctx), []drover.Log{{ID: c.logID, Seq: seq, SeqBytes: c.progressBytes(m)}}); err != nil {
+	if err := m.store.SetLogProgress(context.WithoutCancel(m.ctx), []drover.Log{{ID: c.logID, Seq: seq, SeqBytes: bytes}}); err != nil {
 		m.logger.Error("store log progress", "log", c.logID, "err", err)
 		return
 	}
@@ -98,28 +98,26 @@ func (c *command) flush(m *Master) {
 }
 
 // persist makes the command's appended output durable in the log store and
-// returns the sequence number it reaches, or false if there is nothing new.
-func (c *command) persist(m *Master) (uint64, bool) {
+// returns the sequence number it reaches with the log's size just after it,
+// or false if there is nothing new. It holds c.mu throughout, as
+// CommandOutput does while it appends, so that the size belongs to exactly
+// that sequence number: a restarted master relies on the pair.
+func (c *command) persist(m *Master) (uint64, int64, bool) {
 	c.mu.Lock()
-	seq, acked := c.appended, c.acked
-	c.mu.Unlock()
-	if seq == acked {
-		return 0, false
+	defer c.mu.Unlock()
+	if c.appended == c.acked {
+		return 0, 0, false
 	}
 	if err := m.logs.Flush(c.logID); err != nil {
 		m.logger.Error("flush log", "log", c.logID, "err", err)
-		return 0, false
+		return 0, 0, false
 	}
-	return seq, true
-}
-
-// progressBytes is the log's durable size, for its progress record.
-func (c *command) progressBytes(m *Master) int64 {
 	info, err := m.logs.Stat(c.logID)
 	if err != nil {
-		return 0
+		m.logger.Error("stat log", "log", c.logID, "err", err)
+		return 0, 0, false
 	}
-	return info.Bytes
+	return c.appended, info.Bytes, true
 }
 
 // ack tells the worker the output up to seq is stored; called only after

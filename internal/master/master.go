@@ -500,8 +500,8 @@ func (m *Master) flushAll(ctx context.Context, cmds []*command) {
 	var flushed []*command
 	var seqs []uint64
 	for _, c := range cmds {
-		if seq, ok := c.persist(m); ok {
-			progress = append(progress, drover.Log{ID: c.logID, Seq: seq, SeqBytes: c.progressBytes(m)})
+		if seq, bytes, ok := c.persist(m); ok {
+			progress = append(progress, drover.Log{ID: c.logID, Seq: seq, SeqBytes: bytes})
 			flushed, seqs = append(flushed, c), append(seqs, seq)
 		}
 	}
