@@ -83,9 +83,12 @@ type Build struct {
 	Properties Properties  `json:"properties,omitempty"`
 	Reason     string      `json:"reason"`
 	// WhyWorker explains the dispatcher's choice of worker, for the build page.
-	WhyWorker string     `json:"why_worker,omitempty"`
-	State     BuildState `json:"state"`
-	Result    Result     `json:"result,omitempty"`
+	WhyWorker string `json:"why_worker,omitempty"`
+	// Master is the ID of the master that drives the build. Masters of a
+	// site hand a build over when its master dies (see Master).
+	Master string     `json:"master,omitempty"`
+	State  BuildState `json:"state"`
+	Result Result     `json:"result,omitempty"`
 	// Summary is one line for humans: the failing step, an infra error, etc.
 	Summary  string    `json:"summary,omitempty"`
 	Started  time.Time `json:"started"`
@@ -114,6 +117,10 @@ type Step struct {
 	// Parts are the parallel parts of a sharded step, each a build of its
 	// own on its own worker; the step's result merges theirs.
 	Parts []StepPart `json:"parts,omitempty"`
+	// URLs are the links the step published, name → URL: those of its
+	// definition (interpolated when it started) and those its command
+	// added while it ran.
+	URLs map[string]string `json:"urls,omitempty"`
 }
 
 // StepPart is one part of a sharded step.
@@ -202,6 +209,23 @@ type Worker struct {
 	// "pending" (enrolled under drover.master(approve_workers = True) and
 	// not yet decided) or "rejected". Only an approved worker may connect.
 	Approval string `json:"approval,omitempty"`
+	// Master is the ID of the master the worker is (or was last)
+	// connected to.
+	Master string `json:"master,omitempty"`
+}
+
+// Master is one master of a site: several masters sharing one
+// PostgreSQL database. Each records itself and beats a heartbeat; a master
+// whose heartbeat is older than the site's timeout is dead, and another
+// takes over its running builds.
+type Master struct {
+	ID string `json:"id"`
+	// URL is its web UI, WorkersAddr its worker port (host:port).
+	URL         string    `json:"url,omitempty"`
+	WorkersAddr string    `json:"workers_addr,omitempty"`
+	Version     string    `json:"version,omitempty"`
+	Started     time.Time `json:"started"`
+	Heartbeat   time.Time `json:"heartbeat"`
 }
 
 // Effective returns the availability that dispatch applies, why, and who

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // dialect is everything that differs between SQL engines. The queries in
@@ -38,11 +40,21 @@ type dialect struct {
 	// store reports as Conflict and NotFound.
 	isUnique     func(error) bool
 	isForeignKey func(error) bool
-	// open connects to the database. Writes go to rw and reads to ro; an
-	// engine with one writer (SQLite) gives rw a single connection so that
-	// writers queue in Go rather than spin on the file lock, and an
-	// engine without that limit returns the same pool twice.
-	open func(dsn string) (rw, ro *sql.DB, err error)
+	// open connects to the database.
+	open func(dsn string) (conns, error)
+}
+
+// conns is what a dialect's open makes.
+type conns struct {
+	// Writes go to rw and reads to ro. An engine with one writer (SQLite)
+	// gives rw a single connection so that writers queue in Go rather than
+	// spin on the file lock; an engine without that limit returns the same
+	// pool twice.
+	rw, ro *sql.DB
+	// listen, on an engine several masters can share (PostgreSQL), is the
+	// parsed DSN from which Listen makes its own connection; nil on an
+	// engine with one master per database (SQLite).
+	listen *pgx.ConnConfig
 }
 
 // rebind rewrites the "?" placeholders of query for d. Question marks in

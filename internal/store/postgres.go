@@ -99,12 +99,13 @@ func pgCode(err error) string {
 // openPostgres opens a connection pool for dsn, a postgres:// or
 // postgresql:// URL with any of libpq's parameters (sslmode,
 // connect_timeout, search_path and other runtime parameters, …). Reads and
-// writes share the pool: PostgreSQL has no single-writer limit.
-func openPostgres(dsn string) (rw, ro *sql.DB, err error) {
+// writes share the pool: PostgreSQL has no single-writer limit. Listen
+// connects with the same settings.
+func openPostgres(dsn string) (conns, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx redacts the password from its parse errors.
-		return nil, nil, drover.Errorf(drover.Invalid, "postgres DSN: %w", err)
+		return conns{}, drover.Errorf(drover.Invalid, "postgres DSN: %w", err)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = pgConnectTimeout
@@ -114,7 +115,7 @@ func openPostgres(dsn string) (rw, ro *sql.DB, err error) {
 	db.SetMaxIdleConns(pgMaxIdle)
 	db.SetConnMaxLifetime(pgConnMaxLifetime)
 	db.SetConnMaxIdleTime(pgConnMaxIdleTime)
-	return db, db, nil
+	return conns{rw: db, ro: db, listen: cfg}, nil
 }
 
 // lockBuilder takes, when the engine needs it, the lock that makes

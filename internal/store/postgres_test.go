@@ -380,3 +380,243 @@ func TestPostgresBuildNumberRetry(t *testing.T) {
 		t.Fatalf("request after a retried claim: %+v, want claimed once", got)
 	}
 }
+
+// withAppName returns dsn with its connections named name in
+// pg_stat_activity, so that a test can find them among those of other
+// tests sharing the server.
+func withAppName(t *testing.T, dsn, name string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	mustDo(t, err)
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// inbox collects the notices a Listen receives whose payload starts with
+// prefix; other tests sharing the database send notices too.
+type inbox struct {
+	prefix string
+	mu     sync.Mutex
+	got    map[string]int
+	lost   int
+}
+
+func (b *inbox) receive(p []byte) {
+	if !strings.HasPrefix(string(p), b.prefix) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.got[string(p)]++
+}
+
+func (b *inbox) lose() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lost++
+}
+
+func (b *inbox) has(p string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got[p] > 0
+}
+
+func (b *inbox) losses() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lost
+}
+
+// eventually polls cond every 10 ms until it holds, failing t after 15 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPostgresNotify has one master listen and another notify on one
+// database: notices arrive, and when the listener's connection is killed
+// Listen reconnects, reports the gap with lost, and notices arrive again.
+func TestPostgresNotify(t *testing.T) {
+	pg := postgresServer(t)
+	dsn := pg.schema(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	tag := hex.EncodeToString(b)
+	appName := "drover_test_listen_" + tag
+	listener := openTemp(t, withAppName(t, dsn, appName))
+	sender := openTemp(t, dsn)
+	ctx := context.Background()
+
+	box := &inbox{prefix: tag + ":", got: map[string]int{}}
+	lctx, stop := context.WithCancel(ctx)
+	var listenErr error
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		listenErr = listener.Listen(lctx, box.receive, box.lose)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-exited
+	})
+
+	// Listen has no "ready" signal: notify until one arrives.
+	ready := tag + ":ready"
+	eventually(t, "the listener to hear a notice", func() bool {
+		mustDo(t, sender.Notify(ctx, []byte(ready)))
+		time.Sleep(20 * time.Millisecond)
+		return box.has(ready)
+	})
+	for i := range 3 {
+		p := fmt.Sprintf("%s:event %d", tag, i)
+		mustDo(t, sender.Notify(ctx, []byte(p)))
+		eventually(t, p, func() bool { return box.has(p) })
+	}
+	// The listener's own notices come back too.
+	own := tag + ":own"
+	mustDo(t, listener.Notify(ctx, []byte(own)))
+	eventually(t, own, func() bool { return box.has(own) })
+
+	err := sender.Notify(ctx, []byte(tag+":"+strings.Repeat("x", store.MaxNotifyPayload)))
+	if drover.KindOf(err) != drover.Invalid {
+		t.Fatalf("oversize notice: %v, want an Invalid error", err)
+	}
+	if n := box.losses(); n != 0 {
+		t.Fatalf("lost called %d times on a healthy connection", n)
+	}
+
+	// Kill the listener's backends, its listening connection and its
+	// idle pool: Listen must notice, reconnect and say that it may have
+	// missed notices.
+	var killed int
+	if err := pg.admin.QueryRow(`SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1`, appName).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("found no backend of the listener to kill")
+	}
+	eventually(t, "lost after the connection was killed", func() bool { return box.losses() > 0 })
+	// lost is called once Listen listens again: a notice sent now arrives.
+	after := tag + ":after"
+	mustDo(t, sender.Notify(ctx, []byte(after)))
+	eventually(t, after, func() bool { return box.has(after) })
+
+	stop()
+	select {
+	case <-exited:
+		if listenErr != nil {
+			t.Fatalf("Listen after its context ended: %v, want nil", listenErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Listen did not return after its context ended")
+	}
+}
+
+// Notices stay within their site: a site in another schema of the same
+// database does not hear them, though NOTIFY channels are database-wide.
+func TestPostgresNotifyStaysInItsSchema(t *testing.T) {
+	pg := postgresServer(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	tag := hex.EncodeToString(b)
+	here, there := openTemp(t, pg.schema(t)), openTemp(t, pg.schema(t))
+	ctx := context.Background()
+	boxHere := &inbox{prefix: tag + ":", got: map[string]int{}}
+	boxThere := &inbox{prefix: tag + ":", got: map[string]int{}}
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, l := range []struct {
+		db  store.Store
+		box *inbox
+	}{{here, boxHere}, {there, boxThere}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = l.db.Listen(lctx, l.box.receive, l.box.lose)
+		}()
+	}
+	t.Cleanup(func() { stop(); wg.Wait() })
+	eventually(t, "both listeners to hear their own site", func() bool {
+		mustDo(t, here.Notify(ctx, []byte(tag+":here")))
+		mustDo(t, there.Notify(ctx, []byte(tag+":there")))
+		time.Sleep(20 * time.Millisecond)
+		return boxHere.has(tag+":here") && boxThere.has(tag+":there")
+	})
+	if boxHere.has(tag+":there") || boxThere.has(tag+":here") {
+		t.Fatal("a notice crossed to a site in another schema")
+	}
+}
+
+// TestPostgresAdoptRace has two masters, each with several goroutines,
+// race to adopt the running builds of a dead one: each build goes to
+// exactly one of them.
+func TestPostgresAdoptRace(t *testing.T) {
+	pg := postgresServer(t)
+	dsn := pg.schema(t)
+	ctx := context.Background()
+	masters := []*store.DB{openTemp(t, dsn), openTemp(t, dsn)}
+
+	const (
+		builds    = 20
+		perMaster = 4
+	)
+	var ids []int64
+	for range builds {
+		req := &drover.BuildRequest{Builder: "linux"}
+		mustDo(t, masters[0].AddRequests(ctx, []*drover.BuildRequest{req}))
+		b := &drover.Build{Worker: "w", Master: "dead"}
+		mustDo(t, masters[0].ClaimRequest(ctx, req.ID, b))
+		ids = append(ids, b.ID)
+	}
+
+	var (
+		mu  sync.Mutex
+		won = map[int64][]string{}
+	)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for m, db := range masters {
+		for g := range perMaster {
+			wg.Go(func() {
+				me := fmt.Sprintf("m%d", m) // the goroutines of a master are one master
+				<-start
+				for i := range ids {
+					id := ids[(i*(2*g+1)+m*7)%len(ids)]
+					ok, err := db.AdoptBuild(ctx, id, "dead", me)
+					if err != nil {
+						t.Errorf("%s adopts build %d: %v", me, id, err)
+						return
+					}
+					if ok {
+						mu.Lock()
+						won[id] = append(won[id], me)
+						mu.Unlock()
+					}
+				}
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+
+	for _, id := range ids {
+		if len(won[id]) != 1 {
+			t.Fatalf("build %d adopted %d times (%v), want once", id, len(won[id]), won[id])
+		}
+		b, err := masters[1].GetBuild(ctx, id)
+		mustDo(t, err)
+		if b.Master != won[id][0] {
+			t.Fatalf("build %d is driven by %q, but %q was told it won", id, b.Master, won[id][0])
+		}
+	}
+}

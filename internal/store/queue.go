@@ -181,7 +181,7 @@ func whereClause(conds []string) string {
 // claimed, increments its Tries and creates build b for it. Besides what
 // the Store contract lists, a b with no Builder gets the request's (a b
 // naming another builder is Invalid), an empty Reason gets the request's,
-// and a zero Started becomes now. b is changed only if the claim succeeds.
+// a zero Started becomes now, and b.Master is stored as given. b is changed only if the claim succeeds.
 func (s *DB) ClaimRequest(ctx context.Context, id int64, b *drover.Build) error {
 	if b == nil {
 		return drover.Errorf(drover.Invalid, "claim build request %d: no build", id)
@@ -271,10 +271,10 @@ func (s *DB) claimOnce(ctx context.Context, id int64, nb *drover.Build) error {
 		}
 		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO builds
 			(builder, number, request_id, worker, repository, branch, revision, properties,
-			 reason, why_worker, state, result, summary, started, finished)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, NULL) RETURNING id`),
+			 reason, why_worker, master, state, result, summary, started, finished)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, NULL) RETURNING id`),
 			nb.Builder, nb.Number, id, nb.Worker, nb.Source.Repository, nb.Source.Branch, nb.Source.Revision,
-			jsonMap(nb.Properties), nb.Reason, nb.WhyWorker, nb.State, nb.Summary, dbTime(nb.Started)).Scan(&nb.ID)
+			jsonMap(nb.Properties), nb.Reason, nb.WhyWorker, nb.Master, nb.State, nb.Summary, dbTime(nb.Started)).Scan(&nb.ID)
 		if s.d.isUnique(err) {
 			return drover.Errorf(drover.Conflict, "build %s #%d: %w", nb.Builder, nb.Number, errNumberTaken)
 		}
@@ -322,14 +322,14 @@ func (s *DB) CancelRequest(ctx context.Context, id int64, reason string) error {
 }
 
 const buildColumns = `id, builder, number, request_id, worker, repository, branch, revision, properties,
-	reason, why_worker, state, result, summary, started, finished`
+	reason, why_worker, master, state, result, summary, started, finished`
 
 func scanBuild(r scanner) (drover.Build, error) {
 	var b drover.Build
 	var started, finished dbTime
 	err := r.Scan(&b.ID, &b.Builder, &b.Number, &b.RequestID, &b.Worker,
 		&b.Source.Repository, &b.Source.Branch, &b.Source.Revision, scanJSON{&b.Properties},
-		&b.Reason, &b.WhyWorker, &b.State, &b.Result, &b.Summary, &started, &finished)
+		&b.Reason, &b.WhyWorker, &b.Master, &b.State, &b.Result, &b.Summary, &started, &finished)
 	b.Started, b.Finished = time.Time(started), time.Time(finished)
 	return b, err
 }
@@ -388,6 +388,9 @@ func (s *DB) ListBuilds(ctx context.Context, f BuildFilter) ([]drover.Build, err
 	}
 	if f.RequestID != 0 {
 		add("request_id = ?", f.RequestID)
+	}
+	if f.Master != "" {
+		add("master = ?", f.Master)
 	}
 	if f.BeforeID != 0 {
 		add("id < ?", f.BeforeID)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/drover-ci/drover"
+	"github.com/jackc/pgx/v5"
 )
 
 // DB is the database/sql implementation of Store. Open makes one.
@@ -18,6 +19,16 @@ type DB struct {
 	// rw takes every write, and every read that must see a transaction's
 	// own writes; ro takes plain reads. They may be the same pool.
 	rw, ro *sql.DB
+	// listen is the parsed DSN Listen connects with, on an engine whose
+	// masters share the database; nil on SQLite. See conns.
+	listen *pgx.ConnConfig
+	// channel is the site's NOTIFY channel, once asked (see siteChannel).
+	chanMu  sync.Mutex
+	channel string
+
+	// closing is cancelled by Close, ending every Listen.
+	closing     context.Context
+	stopClosing context.CancelFunc
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -38,7 +49,7 @@ var _ Store = (*DB)(nil)
 // disable&connect_timeout=5&search_path=drover. A malformed URL is Invalid;
 // a server that cannot be reached, or refuses the login, is Unavailable.
 // Several masters may open one PostgreSQL database at once: migrations
-// take turns, and claims share the queue.
+// take turns, claims share the queue, and Notify reaches every Listen.
 //
 // Open refuses, with a Conflict error, a database whose schema is newer
 // than this binary knows.
@@ -57,14 +68,16 @@ func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", d.name, err)
 	}
-	rw, ro, err := d.open(target)
+	c, err := d.open(target)
 	if err != nil {
 		if drover.KindOf(err) != drover.Internal {
 			return nil, fmt.Errorf("open %s store: %w", d.name, err)
 		}
 		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
 	}
-	db := &DB{d: d, rw: rw, ro: ro}
+	rw, ro := c.rw, c.ro
+	db := &DB{d: d, rw: rw, ro: ro, listen: c.listen}
+	db.closing, db.stopClosing = context.WithCancel(context.Background())
 	if err := rw.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
@@ -103,11 +116,13 @@ func selectEngine(dsn string) (*dialect, string, error) {
 	return newSQLite(), path, nil
 }
 
-// Close closes the database. It is safe to call more than once; calls to
-// other methods after Close fail with Unavailable.
+// Close closes the database and ends every Listen. It is safe to call
+// more than once; calls to other methods after Close fail with
+// Unavailable.
 func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.stopClosing()
 		var errs []error
 		if s.ro != s.rw {
 			errs = append(errs, s.ro.Close())

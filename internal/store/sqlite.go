@@ -66,7 +66,7 @@ func sqliteCode(err error) int {
 //
 // ":memory:" is one private database per connection, so it gets a single
 // connection shared by reads and writes; it is meant for tests.
-func openSQLite(path string) (rw, ro *sql.DB, err error) {
+func openSQLite(path string) (conns, error) {
 	pragmas := []string{
 		fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout),
 		"foreign_keys(1)",
@@ -75,15 +75,15 @@ func openSQLite(path string) (rw, ro *sql.DB, err error) {
 		q := sqliteQuery(append(pragmas, "synchronous(NORMAL)"), "immediate")
 		db, err := sql.Open("sqlite", "file::memory:?"+q)
 		if err != nil {
-			return nil, nil, fmt.Errorf("open sqlite memory database: %w", err)
+			return conns{}, fmt.Errorf("open sqlite memory database: %w", err)
 		}
 		pinOneConn(db)
-		return db, db, nil
+		return conns{rw: db, ro: db}, nil
 	}
 
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlite path %q: %w", path, err)
+		return conns{}, fmt.Errorf("sqlite path %q: %w", path, err)
 	}
 	// The file: URI form, with the path escaped, keeps a path holding
 	// '?' or '#' from being read as query parameters.
@@ -95,22 +95,22 @@ func openSQLite(path string) (rw, ro *sql.DB, err error) {
 		return (&url.URL{Scheme: "file", Path: p, RawQuery: query}).String()
 	}
 
-	rw, err = sql.Open("sqlite", uri(sqliteQuery(
+	rw, err := sql.Open("sqlite", uri(sqliteQuery(
 		append(pragmas, "journal_mode(WAL)", "synchronous(NORMAL)"), "immediate")))
 	if err != nil {
-		return nil, nil, fmt.Errorf("open sqlite %s: %w", abs, err)
+		return conns{}, fmt.Errorf("open sqlite %s: %w", abs, err)
 	}
 	pinOneConn(rw)
 
-	ro, err = sql.Open("sqlite", uri(sqliteQuery(append(pragmas, "query_only(1)"), "")))
+	ro, err := sql.Open("sqlite", uri(sqliteQuery(append(pragmas, "query_only(1)"), "")))
 	if err != nil {
 		rw.Close()
-		return nil, nil, fmt.Errorf("open sqlite %s for reading: %w", abs, err)
+		return conns{}, fmt.Errorf("open sqlite %s for reading: %w", abs, err)
 	}
 	readers := max(4, runtime.GOMAXPROCS(0))
 	ro.SetMaxOpenConns(readers)
 	ro.SetMaxIdleConns(readers)
-	return rw, ro, nil
+	return conns{rw: rw, ro: ro}, nil
 }
 
 // pinOneConn limits db to one connection that is never closed for age or

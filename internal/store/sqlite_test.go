@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +241,26 @@ func TestTimesOutOfRange(t *testing.T) {
 	err := db.AddChange(context.Background(), &drover.Change{When: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	if drover.KindOf(err) != drover.Invalid {
 		t.Fatalf("storing a time beyond int64 nanoseconds: %v, want an Invalid error", err)
+	}
+}
+
+// TestSQLiteNotifyNowhere shows that on SQLite, one master per database,
+// notices reach no one, and Listen only waits for its context.
+func TestSQLiteNotifyNowhere(t *testing.T) {
+	db := openTemp(t, filepath.Join(t.TempDir(), "state.sqlite"))
+	ctx, cancel := context.WithCancel(context.Background())
+	var heard, lost atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Listen(ctx, func([]byte) { heard.Add(1) }, func() { lost.Add(1) })
+	}()
+	mustDo(t, db.Notify(ctx, []byte("hello")))
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Listen after its context ended: %v, want nil", err)
+	}
+	if heard.Load() != 0 || lost.Load() != 0 {
+		t.Fatalf("SQLite Listen heard %d notices and lost %d times, want none", heard.Load(), lost.Load())
 	}
 }

@@ -12,13 +12,13 @@ import (
 
 // This file holds steps and the log index.
 
-const stepColumns = `build_id, idx, name, state, result, summary, exit_code, started, finished, parts`
+const stepColumns = `build_id, idx, name, state, result, summary, exit_code, started, finished, parts, urls`
 
 func scanStep(r scanner) (drover.Step, error) {
 	var st drover.Step
 	var exit sql.NullInt64
 	var started, finished dbTime
-	err := r.Scan(&st.BuildID, &st.Index, &st.Name, &st.State, &st.Result, &st.Summary, &exit, &started, &finished, scanJSON{&st.Parts})
+	err := r.Scan(&st.BuildID, &st.Index, &st.Name, &st.State, &st.Result, &st.Summary, &exit, &started, &finished, scanJSON{&st.Parts}, scanJSON{&st.URLs})
 	if exit.Valid {
 		code := int(exit.Int64)
 		st.ExitCode = &code
@@ -63,9 +63,9 @@ func (s *DB) AddSteps(ctx context.Context, steps []drover.Step) error {
 			if state == "" {
 				state = drover.StepPending
 			}
-			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO steps (`+stepColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO steps (`+stepColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 				st.BuildID, st.Index, st.Name, state, st.Result, st.Summary, exitArg(st.ExitCode),
-				dbTime(st.Started), dbTime(st.Finished), jsonSlice(st.Parts))
+				dbTime(st.Started), dbTime(st.Finished), jsonSlice(st.Parts), jsonMap(st.URLs))
 			if s.d.isUnique(err) {
 				return drover.Errorf(drover.Conflict, "build %d already has a step %d", st.BuildID, st.Index)
 			}
@@ -92,9 +92,9 @@ func (s *DB) UpdateStep(ctx context.Context, st *drover.Step) error {
 		return err
 	}
 	res, err := w.ExecContext(ctx, s.q(`UPDATE steps SET name = ?, state = ?, result = ?, summary = ?,
-		exit_code = ?, started = ?, finished = ?, parts = ? WHERE build_id = ? AND idx = ?`),
+		exit_code = ?, started = ?, finished = ?, parts = ?, urls = ? WHERE build_id = ? AND idx = ?`),
 		st.Name, st.State, st.Result, st.Summary, exitArg(st.ExitCode), dbTime(st.Started), dbTime(st.Finished),
-		jsonSlice(st.Parts), st.BuildID, st.Index)
+		jsonSlice(st.Parts), jsonMap(st.URLs), st.BuildID, st.Index)
 	if err == nil {
 		err = mustAffect(res, func() error {
 			return drover.Errorf(drover.NotFound, "step %d of build %d not found", st.Index, st.BuildID)

@@ -1,5 +1,6 @@
 // Package store keeps Drover's state in a SQL database: changes, build
-// requests, builds, steps, log index entries, workers and tokens.
+// requests, builds, steps, log index entries, workers, tokens and the
+// masters of a site.
 //
 // One interface, Store, has one database/sql implementation with a small
 // dialect table per engine (SQLite and PostgreSQL), so the same SQL
@@ -7,6 +8,11 @@
 // and run by Open. Every state change that must survive a crash is one
 // transaction; methods that change two tables (claiming a request and
 // creating its build, finishing a build and its request) do both or neither.
+//
+// Several masters may share one PostgreSQL database and form a site: they
+// share the queue (ClaimRequest), record themselves (Heartbeat), hand
+// over the builds of a dead master (AdoptBuild) and tell each other of
+// changes (Notify, Listen).
 //
 // Errors use drover's kinds: NotFound for a missing row, Conflict for a
 // state that forbids the change (claiming a request that is not pending).
@@ -41,6 +47,7 @@ type Store interface {
 	// claimed, increments its Tries, and creates build b for it: b gets the
 	// next number for its builder, b.ID, b.RequestID = id, b.State =
 	// running, and the request's Source and Properties when b's are empty.
+	// b.Master, the master that will drive the build, is stored as given.
 	// It fails with Conflict if the request is not pending (another master
 	// or a cancel got there first).
 	ClaimRequest(ctx context.Context, id int64, b *drover.Build) error
@@ -67,6 +74,11 @@ type Store interface {
 	UpdateStep(ctx context.Context, s *drover.Step) error
 	// ListSteps returns a build's steps in order of Index.
 	ListSteps(ctx context.Context, buildID int64) ([]drover.Step, error)
+	// SetStepURL adds (or replaces) one link of a step, found by
+	// (buildID, step), in one transaction, leaving its other links as they
+	// are. It fails with NotFound when there is no such step and Invalid
+	// for a link drover.CheckStepURL refuses or one past drover.MaxStepURLs.
+	SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error
 
 	// AddLog stores a log index entry and sets l.ID.
 	AddLog(ctx context.Context, l *drover.Log) error
@@ -83,6 +95,20 @@ type Store interface {
 	// DeleteLogs removes the index entries of logs whose bytes are gone.
 	DeleteLogs(ctx context.Context, ids []int64) error
 
+	// AddArtifact stores an uploaded file's index entry and sets its ID,
+	// replacing the entry of the same build and path. NotFound for an
+	// unknown build.
+	AddArtifact(ctx context.Context, a *drover.Artifact) error
+	// GetArtifact returns artifact id, or NotFound.
+	GetArtifact(ctx context.Context, id int64) (*drover.Artifact, error)
+	// ListArtifacts returns a build's artifacts by path.
+	ListArtifacts(ctx context.Context, buildID int64) ([]drover.Artifact, error)
+	// ExpiredArtifacts returns up to limit artifacts created before t.
+	ExpiredArtifacts(ctx context.Context, before time.Time, limit int) ([]drover.Artifact, error)
+	// DeleteArtifacts removes the index entries of artifacts whose bytes
+	// are gone; unknown IDs are ignored.
+	DeleteArtifacts(ctx context.Context, ids []int64) error
+
 	// UpsertWorker stores w by name, keeping FirstSeen of an existing row.
 	UpsertWorker(ctx context.Context, w *drover.Worker) error
 	GetWorker(ctx context.Context, name string) (*drover.Worker, error)
@@ -98,9 +124,50 @@ type Store interface {
 	// from the enrolling worker. It fails with Invalid for another word
 	// and NotFound for an unknown worker.
 	SetApproval(ctx context.Context, name, approval, by string, at time.Time) error
-	// MarkAllDisconnected sets every worker disconnected; a master calls it
-	// as it starts, since it has no sessions yet.
-	MarkAllDisconnected(ctx context.Context) error
+	// MarkDisconnected sets disconnected (clearing ConnectedAt) the
+	// workers whose Master is master, and those whose Master is "" (rows
+	// from before sites). A master calls it with its own ID as it starts,
+	// since it has no sessions yet; the workers of the site's other
+	// masters keep theirs.
+	MarkDisconnected(ctx context.Context, master string) error
+
+	// Heartbeat records master m, all its fields, by ID: a master calls it
+	// as it starts and then every few seconds with a new m.Heartbeat, so
+	// that the others know it is alive. A zero Started or Heartbeat
+	// becomes now, and m gets the stored values.
+	Heartbeat(ctx context.Context, m *drover.Master) error
+	// ListMasters returns the recorded masters by ID, live or dead: the
+	// caller judges their heartbeats.
+	ListMasters(ctx context.Context) ([]drover.Master, error)
+	// RemoveMaster deletes master id's record, as a master stopping
+	// cleanly says it is gone so that the others adopt its builds at
+	// once rather than after its heartbeat times out. Removing an absent
+	// master is not an error.
+	RemoveMaster(ctx context.Context, id string) error
+	// AdoptBuild makes master to the driver of build id if, in one
+	// statement, the build is running and driven by master from. It
+	// reports whether it changed the build: of masters racing to adopt
+	// a dead master's build, exactly one gets true; the others, and any
+	// that find the build finished, adopted already or unknown, get false.
+	AdoptBuild(ctx context.Context, id int64, from, to string) (bool, error)
+
+	// Notify sends payload to every Listen on the database, this
+	// process's included: on PostgreSQL through NOTIFY, to the masters
+	// of the site; on SQLite, whose database has one master, to no one.
+	// A payload must be text (UTF-8, no NUL) of at most MaxNotifyPayload
+	// bytes, or Notify fails with Invalid. Delivery is at most once:
+	// notices sent while a listener reconnects are lost (see Listen).
+	Notify(ctx context.Context, payload []byte) error
+	// Listen calls fn with the payload of every notice sent by Notify, in
+	// the order sent, from the calling goroutine and one at a time, until
+	// ctx is done; then it returns nil. It keeps a connection of its own
+	// and, when that breaks, reconnects with backoff, never giving up; as
+	// soon as it listens again it calls lost (from the same goroutine, before
+	// any later fn), since notices sent meanwhile are gone: the caller
+	// rereads what it follows. It calls lost too when its first attempt
+	// to connect fails and a later one succeeds. When the store is closed
+	// Listen returns an Unavailable error. On SQLite it only waits.
+	Listen(ctx context.Context, fn func(payload []byte), lost func()) error
 
 	// AddToken stores t (its Hash, never its secret).
 	AddToken(ctx context.Context, t *drover.Token) error
@@ -136,6 +203,8 @@ type BuildFilter struct {
 	Worker    string
 	State     drover.BuildState
 	RequestID int64
+	// Master selects the builds a master drives (see AdoptBuild).
+	Master string
 	// BeforeID, when set, returns only builds with a smaller ID (paging).
 	BeforeID int64
 	Limit    int // 0: a default of 100

@@ -12,12 +12,12 @@ import (
 
 // This file holds workers and tokens.
 
-// workerColumns are written by UpsertWorker; the override columns only by
-// SetAvailabilityOverride, and approval is set when the row is made (and
-// by Enroll) and afterwards only by SetApproval, so a worker's
-// reconnection never clears what an operator or an admin set.
+// workerColumns are written by UpsertWorker (and Enroll); the override
+// columns only by SetAvailabilityOverride, and approval is set when the
+// row is made (and by Enroll) and afterwards only by SetApproval, so a
+// worker's reconnection never clears what an operator or an admin set.
 const workerColumns = `name, facts, labels, version, os, arch, availability, connected,
-	first_seen, last_seen, connected_at, address, availability_reason, approval`
+	first_seen, last_seen, connected_at, address, availability_reason, approval, master`
 
 const workerReadColumns = workerColumns + `, override_availability, override_reason, override_by, override_at`
 
@@ -51,7 +51,7 @@ func scanWorker(r scanner) (drover.Worker, error) {
 	var over drover.AvailabilityOverride
 	err := r.Scan(&w.Name, scanJSON{&w.Facts}, scanJSON{&w.Labels}, &w.Version, &w.OS, &w.Arch,
 		&w.Availability, &w.Connected, &first, &last, &connAt, &w.Address, &w.AvailabilityReason, &w.Approval,
-		&over.Availability, &over.Reason, &over.By, &overAt)
+		&w.Master, &over.Availability, &over.Reason, &over.By, &overAt)
 	w.FirstSeen, w.LastSeen, w.ConnectedAt = time.Time(first), time.Time(last), time.Time(connAt)
 	if over.Availability != "" {
 		over.At = time.Time(overAt)
@@ -90,7 +90,8 @@ func (s *DB) SetAvailabilityOverride(ctx context.Context, name string, o *drover
 
 // UpsertWorker stores w by name, keeping FirstSeen of an existing row. A
 // new row's zero FirstSeen becomes now, and an empty Availability becomes
-// eager. w.FirstSeen is set to the stored value.
+// eager. w.Master is stored as given. w.FirstSeen is set to the stored
+// value.
 func (s *DB) UpsertWorker(ctx context.Context, w *drover.Worker) error {
 	q, err := s.writer()
 	if err != nil {
@@ -126,17 +127,18 @@ func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker, setA
 	var first dbTime
 	var stored string
 	err = q.QueryRowContext(ctx, s.q(`INSERT INTO workers (`+workerColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET
 			facts = excluded.facts, labels = excluded.labels, version = excluded.version,
 			os = excluded.os, arch = excluded.arch, availability = excluded.availability,
 			availability_reason = excluded.availability_reason,
 			connected = excluded.connected, last_seen = excluded.last_seen,
-			connected_at = excluded.connected_at, address = excluded.address`+onConflict+`
+			connected_at = excluded.connected_at, address = excluded.address,
+			master = excluded.master`+onConflict+`
 		RETURNING first_seen, approval`),
 		w.Name, jsonMap(w.Facts), jsonMap(w.Labels), w.Version, w.OS, w.Arch, avail, w.Connected,
 		dbTime(orNow(w.FirstSeen)), dbTime(w.LastSeen), dbTime(w.ConnectedAt), w.Address, w.AvailabilityReason,
-		approval).Scan(&first, &stored)
+		approval, w.Master).Scan(&first, &stored)
 	if err != nil {
 		return fmt.Errorf("store worker %s: %w", w.Name, err)
 	}
@@ -198,16 +200,20 @@ func (s *DB) ListWorkers(ctx context.Context) ([]drover.Worker, error) {
 	return ws, nil
 }
 
-// MarkAllDisconnected sets every worker disconnected and clears its
-// ConnectedAt, since no session survives a master's restart.
-func (s *DB) MarkAllDisconnected(ctx context.Context) error {
+// MarkDisconnected sets disconnected, clearing ConnectedAt, the workers
+// of master (those whose Master is master) and those of no master (rows
+// from before sites, and workers stored without one), since no session
+// survives a master's restart. Other masters' workers are left alone:
+// their sessions live on.
+func (s *DB) MarkDisconnected(ctx context.Context, master string) error {
 	w, err := s.writer()
 	if err != nil {
 		return err
 	}
-	if _, err := w.ExecContext(ctx, s.q(`UPDATE workers SET connected = ?, connected_at = NULL WHERE connected = ? OR connected_at IS NOT NULL`),
-		false, true); err != nil {
-		return fmt.Errorf("mark all workers disconnected: %w", err)
+	if _, err := w.ExecContext(ctx, s.q(`UPDATE workers SET connected = ?, connected_at = NULL
+		WHERE (master = ? OR master = '') AND (connected = ? OR connected_at IS NOT NULL)`),
+		false, master, true); err != nil {
+		return fmt.Errorf("mark workers of master %q disconnected: %w", master, err)
 	}
 	return nil
 }

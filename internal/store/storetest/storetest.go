@@ -45,9 +45,18 @@ func RunSuite(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FinishBuildErrors", testFinishBuildErrors},
 		{"Steps", testSteps},
 		{"StepsErrors", testStepsErrors},
+		{"StepURLs", testStepURLs},
+		{"BuildMaster", testBuildMaster},
+		{"Masters", testMasters},
+		{"AdoptBuild", testAdoptBuild},
+		{"ConcurrentAdoptBuild", testConcurrentAdoptBuild},
+		{"MarkDisconnected", testMarkDisconnected},
+		{"NotifyPayload", testNotifyPayload},
+		{"ListenStops", testListenStops},
 		{"Logs", testLogs},
 		{"LogProgress", testLogProgress},
 		{"ExpiredAndDeleteLogs", testExpiredAndDeleteLogs},
+		{"Artifacts", testArtifacts},
 		{"Workers", testWorkers},
 		{"AvailabilityOverride", testAvailabilityOverride},
 		{"Approval", testApproval},
@@ -764,6 +773,7 @@ func testWorkers(t *testing.T, s store.Store) {
 		Labels: drover.Properties{"owner": "ada"}, Version: "1.2.3", OS: "freebsd", Arch: "amd64",
 		Availability: drover.Reluctant, Connected: true,
 		FirstSeen: t0, LastSeen: at(time.Minute), ConnectedAt: at(time.Minute), Address: "192.0.2.7:51234",
+		Master: "m1",
 	}
 	must(t, s.UpsertWorker(ctx, w), "insert worker")
 	got, err := s.GetWorker(ctx, "fbsd-1")
@@ -800,7 +810,7 @@ func testWorkers(t *testing.T, s store.Store) {
 	}
 	wantEqual(t, names, []string{"arm-1", "fbsd-1", "mac-1"}, "workers by name")
 
-	must(t, s.MarkAllDisconnected(ctx), "mark all disconnected")
+	must(t, s.MarkDisconnected(ctx, ""), "mark disconnected")
 	list, err = s.ListWorkers(ctx)
 	must(t, err, "list workers")
 	for _, w := range list {
@@ -809,7 +819,7 @@ func testWorkers(t *testing.T, s store.Store) {
 		}
 	}
 	if !list[2].LastSeen.IsZero() || !list[2].FirstSeen.Equal(t0) {
-		t.Fatalf("MarkAllDisconnected changed more than the connection: %+v", list[2])
+		t.Fatalf("MarkDisconnected changed more than the connection: %+v", list[2])
 	}
 
 	_, err = s.GetWorker(ctx, "nobody")
