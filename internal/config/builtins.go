@@ -31,6 +31,8 @@ func (l *loader) module() *starlarkstruct.Module {
 		"git":       starlark.NewBuiltin("drover.git", l.gitFn),
 		"checkout":  starlark.NewBuiltin("drover.checkout", l.checkoutFn),
 		"shell":     starlark.NewBuiltin("drover.shell", l.shellFn),
+		"upload":    starlark.NewBuiltin("drover.upload", l.uploadFn),
+		"download":  starlark.NewBuiltin("drover.download", l.downloadFn),
 		"builder":   starlark.NewBuiltin("drover.builder", l.builderFn),
 		"scheduler": starlark.NewBuiltin("drover.scheduler", l.schedulerFn),
 		"probe":     starlark.NewBuiltin("drover.probe", l.probeFn),
@@ -49,7 +51,8 @@ func (l *loader) module() *starlarkstruct.Module {
 func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
 	m := defaultMaster()
-	var logMax, horizon, grace, reluctantAfter, expireAfter, probeInterval, stopGrace starlark.Value
+	var artifactHorizon starlark.Value
+	var logMax, horizon, grace, reluctantAfter, expireAfter, probeInterval, stopGrace, siteTimeout starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"title?", &m.Title,
 		"url?", &m.URL,
@@ -58,6 +61,7 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		"database?", &m.Database,
 		"log_max_bytes?", &logMax,
 		"log_horizon?", &horizon,
+		"artifact_horizon?", &artifactHorizon,
 		"worker_grace?", &grace,
 		"max_retries?", &m.MaxRetries,
 		"public_reads?", &m.PublicReads,
@@ -67,6 +71,8 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		"expire_after?", &expireAfter,
 		"probe_interval?", &probeInterval,
 		"stop_grace?", &stopGrace,
+		"shared_dir?", &m.SharedDir,
+		"site_timeout?", &siteTimeout,
 	); err != nil {
 		return nil, err
 	}
@@ -106,6 +112,13 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		}
 		m.LogHorizon = d
 	}
+	if !isNone(artifactHorizon) {
+		d, err := toDuration(artifactHorizon)
+		if err != nil {
+			l.errorf(s, "%s: artifact_horizon: %v", fn.Name(), err)
+		}
+		m.ArtifactHorizon = d
+	}
 	if !isNone(grace) {
 		d, err := toDuration(grace)
 		if err != nil {
@@ -136,6 +149,14 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 			l.errorf(s, "%s: stop_grace: %v", fn.Name(), err)
 		}
 		m.StopGrace = d
+	}
+	if !isNone(siteTimeout) {
+		d, err := toDuration(siteTimeout)
+		if err != nil || d < time.Second {
+			l.errorf(s, "%s: site_timeout: want a duration of at least 1s", fn.Name())
+		} else {
+			m.SiteTimeout = d
+		}
 	}
 	if !isNone(probeInterval) {
 		d, err := toDuration(probeInterval)
@@ -241,7 +262,7 @@ func sourceName(rawURL string) string {
 
 func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
-	var source, timeout, maxTime starlark.Value
+	var source, timeout, maxTime, urls starlark.Value
 	spec := drover.StepSpec{
 		Kind:           drover.StepCheckout,
 		Name:           "checkout",
@@ -253,7 +274,7 @@ func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args 
 	}
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"source", &source, "mode?", &spec.Mode, "name?", &spec.Name,
-		"timeout?", &timeout, "max_time?", &maxTime,
+		"timeout?", &timeout, "max_time?", &maxTime, "urls?", &urls,
 	); err != nil {
 		return nil, err
 	}
@@ -270,6 +291,9 @@ func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args 
 	}
 	spec.Timeout = l.optDuration(s, fn, "timeout", timeout, 0)
 	spec.MaxTime = l.optDuration(s, fn, "max_time", maxTime, 0)
+	spec.URLs = l.stepURLs(func(format string, args ...any) {
+		l.errorf(s, "%s: "+format, append([]any{fn.Name()}, args...)...)
+	}, urls)
 	return &stepValue{spec: spec, site: s}, nil
 }
 
@@ -306,7 +330,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		KillGrace:      DefaultKillGrace,
 		Pos:            s.line(),
 	}
-	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract, stepLocks, shards starlark.Value
+	var command, name, env, timeout, maxTime, killGrace, decodeRC, when, setProperty, extract, stepLocks, shards, urls starlark.Value
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"command", &command,
 		"name?", &name,
@@ -325,6 +349,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 		"extract?", &extract,
 		"locks?", &stepLocks,
 		"shards?", &shards,
+		"urls?", &urls,
 	); err != nil {
 		return nil, err
 	}
@@ -419,6 +444,7 @@ func (l *loader) shellFn(thread *starlark.Thread, fn *starlark.Builtin, args sta
 	}
 	l.shards(errorf, &spec, shards)
 	spec.Locks = l.lockUses(errorf, stepLocks)
+	spec.URLs = l.stepURLs(errorf, urls)
 	return &stepValue{spec: spec, site: s}, nil
 }
 

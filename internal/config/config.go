@@ -48,6 +48,9 @@ type Master struct {
 	// LogHorizon expires the logs of builds older than this (default 30
 	// days); 0 keeps them forever.
 	LogHorizon time.Duration `json:"log_horizon"`
+	// ArtifactHorizon expires uploaded artifacts older than this (default
+	// 30 days); 0 keeps them forever.
+	ArtifactHorizon time.Duration `json:"artifact_horizon"`
 	// WorkerGrace is how long a vanished worker's build waits for it to come
 	// back before ending as retry (default 2m).
 	WorkerGrace time.Duration `json:"worker_grace"`
@@ -77,6 +80,17 @@ type Master struct {
 	// builds finish before stopping them (default 0: at once; they run
 	// again after the restart).
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
+	// SharedDir holds the logs and artifacts, relative to the master's
+	// directory when not absolute (default: the master's directory). The
+	// masters of a site (several masters on one PostgreSQL database) must
+	// all name one shared directory, e.g. a network file system, so that
+	// each serves every build's logs.
+	SharedDir string `json:"shared_dir,omitempty"`
+	// SiteTimeout is how long a master of a site may go without a
+	// heartbeat before the others take over its running builds (default
+	// 15s). A master that could not beat for this long stops driving its
+	// builds, as the others may have taken them.
+	SiteTimeout time.Duration `json:"site_timeout,omitempty"`
 }
 
 // Scheduler turns changes on a source into build requests.
@@ -110,10 +124,13 @@ const (
 	DefaultWorkers     = ":9989"
 	DefaultLogMaxBytes = 64 << 20
 	DefaultLogHorizon  = 30 * 24 * time.Hour
-	DefaultWorkerGrace = 2 * time.Minute
-	DefaultMaxRetries  = 3
-	DefaultProbeTime   = 30 * time.Second
-	DefaultKillGrace   = 10 * time.Second
+	// DefaultArtifactHorizon is how long uploaded artifacts are kept.
+	DefaultArtifactHorizon = 30 * 24 * time.Hour
+	DefaultWorkerGrace     = 2 * time.Minute
+	DefaultMaxRetries      = 3
+	DefaultProbeTime       = 30 * time.Second
+	DefaultKillGrace       = 10 * time.Second
+	DefaultSiteTimeout     = 15 * time.Second
 	// MaxSteps bounds the Starlark execution steps of one load, so that an
 	// endless loop in a config fails a reload instead of hanging the master.
 	// Ten million steps is far more than a large matrix needs and well under
@@ -126,14 +143,16 @@ const MainFile = "master.star"
 
 func defaultMaster() Master {
 	return Master{
-		Title:       DefaultTitle,
-		HTTP:        DefaultHTTP,
-		Workers:     DefaultWorkers,
-		LogMaxBytes: DefaultLogMaxBytes,
-		LogHorizon:  DefaultLogHorizon,
-		WorkerGrace: DefaultWorkerGrace,
-		MaxRetries:  DefaultMaxRetries,
-		PublicReads: true,
+		Title:           DefaultTitle,
+		HTTP:            DefaultHTTP,
+		Workers:         DefaultWorkers,
+		LogMaxBytes:     DefaultLogMaxBytes,
+		LogHorizon:      DefaultLogHorizon,
+		ArtifactHorizon: DefaultArtifactHorizon,
+		WorkerGrace:     DefaultWorkerGrace,
+		MaxRetries:      DefaultMaxRetries,
+		PublicReads:     true,
+		SiteTimeout:     DefaultSiteTimeout,
 	}
 }
 

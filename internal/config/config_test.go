@@ -292,6 +292,9 @@ drover.probe("p", "true")
 		WorkerGrace: 2 * time.Minute,
 		MaxRetries:  3,
 		PublicReads: true,
+
+		ArtifactHorizon: 720 * time.Hour,
+		SiteTimeout:     15 * time.Second,
 	}
 	if c.Master != want {
 		t.Errorf("Master = %+v, want %+v", c.Master, want)

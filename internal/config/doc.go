@@ -13,15 +13,16 @@
 //
 //	drover.master(title=, url=, http=, workers=, database=, log_max_bytes=,
 //	              log_horizon=, worker_grace=, max_retries=, public_reads=,
-//	              allow_plaintext=, approve_workers=)     # at most once
+//	              allow_plaintext=, approve_workers=, shared_dir=,
+//	              site_timeout="15s")                      # at most once
 //	drover.git(url, branches=[], poll=None, name=None)     # → source
 //	drover.checkout(source, mode="incremental", name="checkout",
-//	                timeout=None, max_time=None)           # → step
+//	                timeout=None, max_time=None, urls={})  # → step
 //	drover.shell(command, name=None, env={}, workdir="", timeout=None,
 //	             max_time=None, kill_grace="10s", halt_on_failure=True,
 //	             flunk_on_failure=True, warn_on_failure=False,
 //	             always_run=False, decode_rc=None, when=None,
-//	             set_property=None, extract=None)          # → step
+//	             set_property=None, extract=None, urls={}) # → step
 //	drover.builder(name, steps, requires={}, workers=[], classes={},
 //	               stable=False, max_builds=0, priority=0,
 //	               properties={}, description="")
@@ -42,6 +43,12 @@
 // failure. A step that should not stop the build says halt_on_failure=False,
 // and a step that must run even after a halt (cleanup, collecting results)
 // says always_run=True.
+//
+// urls = {"coverage": "https://cov.example.org/%(prop:buildnumber)s/"}
+// gives a step links, shown on the build page and in the API, interpolated
+// when the step starts. A running command adds more with `drover step url
+// NAME URL`, and sets build properties for later steps with `drover step
+// property KEY VALUE`.
 //
 // Command strings may hold property interpolations, %(prop:NAME)s,
 // %(prop:NAME:-default)s and %(fact:NAME)s, with %% for a literal percent
