@@ -43,6 +43,7 @@ const (
 // joinOptions are the flags of `drover worker join`.
 type joinOptions struct {
 	url        string
+	masters    []string // --master: more masters of the site
 	token      string
 	name       string
 	pin        string
@@ -56,13 +57,14 @@ type joinOptions struct {
 
 // joinTarget is what a join URL names.
 type joinTarget struct {
-	addr      string // host:port of the master's worker port
-	pin       string // CA fingerprint from the URL, if any
-	plaintext bool   // http://: no TLS (loopback only; the agent enforces it)
+	addrs     []string // host:port of each master's worker port
+	pin       string   // CA fingerprint from the URL, if any
+	plaintext bool     // http://: no TLS (loopback only; the agent enforces it)
 }
 
-// parseJoinURL reads https://HOST[:PORT][#sha256:…|?ca-sha256=sha256:…]. A
-// URL without a scheme is taken as https.
+// parseJoinURL reads https://HOST[:PORT][,HOST[:PORT]…][#sha256:…|?ca-sha256=sha256:…]:
+// one master, or the masters of a site, comma-separated. A URL without a
+// scheme is taken as https.
 func parseJoinURL(raw string) (joinTarget, error) {
 	var t joinTarget
 	s := strings.TrimSpace(raw)
@@ -72,6 +74,70 @@ func parseJoinURL(raw string) (joinTarget, error) {
 	if !strings.Contains(s, "://") {
 		s = "https://" + s
 	}
+	scheme, rest, _ := strings.Cut(s, "://")
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	hosts, tail := rest[:end], rest[end:]
+	for _, h := range strings.Split(hosts, ",") {
+		one, err := parseJoinHost(raw, scheme+"://"+strings.TrimSpace(h)+tail)
+		if err != nil {
+			return joinTarget{}, err
+		}
+		if !slices.Contains(t.addrs, one.addrs[0]) {
+			t.addrs = append(t.addrs, one.addrs[0])
+		}
+		t.pin, t.plaintext = one.pin, one.plaintext
+	}
+	return t, nil
+}
+
+// parseJoinTarget combines the join URL (which may be empty) with the
+// --master flags, HOST[:PORT] each, which take the URL's scheme.
+func parseJoinTarget(raw string, masters []string) (joinTarget, error) {
+	var t joinTarget
+	scheme := "https://"
+	if strings.TrimSpace(raw) != "" || len(masters) == 0 {
+		var err error
+		if t, err = parseJoinURL(raw); err != nil {
+			return t, err
+		}
+		if t.plaintext {
+			scheme = "http://"
+		}
+	}
+	for _, m := range masters {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			continue
+		}
+		if !strings.Contains(m, "://") {
+			m = scheme + m
+		}
+		more, err := parseJoinURL(m)
+		if err != nil {
+			return joinTarget{}, err
+		}
+		if len(t.addrs) > 0 && more.plaintext != t.plaintext {
+			return joinTarget{}, drover.Errorf(drover.Invalid, "--master %s: mixes plaintext and TLS masters", m)
+		}
+		if t.pin, err = mergePin(t.pin, more.pin); err != nil {
+			return joinTarget{}, err
+		}
+		t.plaintext = more.plaintext
+		for _, a := range more.addrs {
+			if !slices.Contains(t.addrs, a) {
+				t.addrs = append(t.addrs, a)
+			}
+		}
+	}
+	return t, nil
+}
+
+// parseJoinHost reads one scheme://HOST[:PORT][#…|?…] of the URL raw.
+func parseJoinHost(raw, s string) (joinTarget, error) {
+	var t joinTarget
 	u, err := url.Parse(s)
 	if err != nil {
 		return t, drover.Errorf(drover.Invalid, "master URL %q: %w", raw, err)
@@ -96,7 +162,7 @@ func parseJoinURL(raw string) (joinTarget, error) {
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return t, drover.Errorf(drover.Invalid, "master URL %q: port %q", raw, port)
 	}
-	t.addr = net.JoinHostPort(u.Hostname(), port)
+	t.addrs = []string{net.JoinHostPort(u.Hostname(), port)}
 
 	q := u.Query()
 	for k := range q {
@@ -202,7 +268,7 @@ func (in installer) fail(step string, err error, hint string) error {
 func joinCmd(g *globals) *cobra.Command {
 	var o joinOptions
 	c := &cobra.Command{
-		Use:   "join https://MASTER[:PORT] --token ENROLLMENT_TOKEN",
+		Use:   "join https://MASTER[:PORT][,MASTER2[:PORT]…] --token ENROLLMENT_TOKEN",
 		Short: "Join this machine to a master's fleet, as a system service",
 		Long: `Join this machine to a master's fleet, in one command.
 
@@ -212,7 +278,10 @@ for the builds, and installs and starts a system service (systemd, launchd,
 rc.d, Windows service) that runs ` + "`drover worker run --dir DIR`" + ` at boot
 and restarts it when it fails.
 
-MASTER[:PORT] is the master's worker port (default ` + defaultWorkerPort + `). The CA
+MASTER[:PORT] is the master's worker port (default ` + defaultWorkerPort + `). The
+masters of a site (several masters sharing one database and one CA) are
+listed comma-separated in the URL, or with --master; the worker connects
+to any of them and fails over to another when one goes away. The CA
 fingerprint, sha256:…, as ` + "`drover master init`" + ` printed it, is given with
 --ca-sha256 or in the URL: https://ci.example.org:9989#sha256:… or
 https://ci.example.org:9989?ca-sha256=sha256:….
@@ -224,10 +293,13 @@ Where no init system runs (a container), join stops after registering;
 --foreground runs the worker in this terminal instead of installing a
 service. macOS has no user tool join can use: create the user yourself and
 pass --user NAME, or pass --user "" to run as the current user.`,
-		Example: `  sudo drover worker join https://ci.example.org:9989#sha256:3f1c… --token drover_enroll_… --label gpu=yes`,
-		Args:    cobra.ExactArgs(1),
+		Example: `  sudo drover worker join https://ci.example.org:9989#sha256:3f1c… --token drover_enroll_… --label gpu=yes
+  sudo drover worker join https://ci1.example.org,ci2.example.org#sha256:3f1c… --token drover_enroll_…`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.url = args[0]
+			if len(args) == 1 {
+				o.url = args[0]
+			}
 			if !cmd.Flags().Changed("dir") {
 				o.dir = defaultWorkerDir()
 			}
@@ -239,6 +311,7 @@ pass --user NAME, or pass --user "" to run as the current user.`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.token, "token", "", "enrollment token (drover_enroll_…), from the master's admin")
+	f.StringSliceVar(&o.masters, "master", nil, "another master of the site, HOST[:PORT]; comma-separated or repeated")
 	f.StringVar(&o.name, "name", defaultName(), "worker name")
 	f.StringVar(&o.pin, "ca-sha256", "", "the master's CA fingerprint, sha256:…, printed by `drover master init`")
 	f.StringVar(&o.dir, "dir", "/var/lib/drover", "worker directory (default /var/lib/drover as root, else ~/drover-worker)")
@@ -252,7 +325,7 @@ pass --user NAME, or pass --user "" to run as the current user.`,
 
 func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error {
 	in := installer{w: w}
-	target, err := parseJoinURL(o.url)
+	target, err := parseJoinTarget(o.url, o.masters)
 	if err != nil {
 		return in.fail("master URL", err, "give the master's worker address, e.g. https://ci.example.org:9989")
 	}
@@ -285,34 +358,40 @@ func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error 
 		return joinPlan(w, o, target, pin, spec, initSys, initErr)
 	}
 
-	// 1. The master: reachable, the one pinned, and registered with.
-	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", target.addr)
+	// 1. The masters: reachable (one at least), the ones pinned, and
+	// registered with.
+	reachable, err := checkReachable(ctx, in, target.addrs)
 	if err != nil {
-		return in.fail("master reachable", fmt.Errorf("connect to %s: %w", target.addr, err),
-			"is the master running, and its worker port ("+defaultWorkerPort+" unless configured) open to this machine?")
+		return err
 	}
-	conn.Close()
-	in.ok("master reachable at %s", target.addr)
 	if target.plaintext {
 		in.note("plaintext connection: no TLS, no CA to verify (loopback only)")
 	} else {
-		fp, err := agent.VerifyMaster(ctx, target.addr, pin, dir)
-		if err != nil {
-			hint := "compare --ca-sha256 with what `drover master init` printed on the master (`drover master init` prints it again)"
-			if drover.KindOf(err) == drover.Unavailable {
-				hint = "the port answers but not with TLS: is it the master's worker port?"
+		for _, addr := range reachable {
+			fp, err := agent.VerifyMaster(ctx, addr, pin, dir)
+			if err != nil {
+				hint := "compare --ca-sha256 with what `drover master init` printed on the master (`drover master init` prints it again)"
+				if drover.KindOf(err) == drover.Unavailable {
+					hint = "the port answers but not with TLS: is it the master's worker port?"
+				}
+				if pin == "" {
+					hint = "pass the master's CA fingerprint with --ca-sha256 sha256:…, or add #sha256:… to the URL"
+				}
+				if len(target.addrs) > 1 {
+					hint += "; every master of a site needs a certificate of the same CA (`drover master init DIR --ca-from FIRST_MASTER_DIR`)"
+				}
+				return in.fail("CA fingerprint", err, hint)
 			}
-			if pin == "" {
-				hint = "pass the master's CA fingerprint with --ca-sha256 sha256:…, or add #sha256:… to the URL"
+			if len(target.addrs) == 1 {
+				in.ok("CA fingerprint verified (%s)", fp)
+			} else {
+				in.ok("CA fingerprint verified (%s) at %s", fp, addr)
 			}
-			return in.fail("CA fingerprint", err, hint)
 		}
-		in.ok("CA fingerprint verified (%s)", fp)
 	}
 	labels, _ := parsePairs(o.labels, "--label")
 	e, err := agent.Enroll(ctx, agent.Config{
-		Master:        target.addr,
+		Masters:       target.addrs,
 		Name:          o.name,
 		Token:         o.token,
 		Dir:           dir,
@@ -402,6 +481,36 @@ func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error 
 	return nil
 }
 
+// checkReachable dials each master and returns those that answer: at
+// least one, or it fails. A master of several that is down is noted, not
+// fatal: the worker will use it once it is up.
+func checkReachable(ctx context.Context, in installer, addrs []string) ([]string, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	var reachable []string
+	var lastErr error
+	for _, addr := range addrs {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			lastErr = fmt.Errorf("connect to %s: %w", addr, err)
+			if len(addrs) > 1 {
+				in.note("master %s unreachable (%v): the worker will use it once it answers", addr, err)
+			}
+			continue
+		}
+		conn.Close()
+		reachable = append(reachable, addr)
+		in.ok("master reachable at %s", addr)
+	}
+	if len(reachable) == 0 {
+		if len(addrs) > 1 {
+			lastErr = fmt.Errorf("none of %s answers", strings.Join(addrs, ", "))
+		}
+		return nil, in.fail("master reachable", lastErr,
+			"is the master running, and its worker port ("+defaultWorkerPort+" unless configured) open to this machine?")
+	}
+	return reachable, nil
+}
+
 // runForeground runs the worker as the service would, until ctx ends.
 func runForeground(ctx context.Context, g *globals, in installer, spec service.Spec) error {
 	fg := spec
@@ -427,7 +536,11 @@ func runForeground(ctx context.Context, g *globals, in installer, spec service.S
 
 // joinPlan prints what join would do.
 func joinPlan(w io.Writer, o joinOptions, t joinTarget, pin string, spec service.Spec, initSys service.Init, initErr error) error {
-	fmt.Fprintf(w, "would connect to the master at %s", t.addr)
+	if len(t.addrs) == 1 {
+		fmt.Fprintf(w, "would connect to the master at %s", t.addrs[0])
+	} else {
+		fmt.Fprintf(w, "would connect to any of the masters at %s", strings.Join(t.addrs, ", "))
+	}
 	switch {
 	case t.plaintext:
 		fmt.Fprintln(w, " without TLS")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ func TestParseJoinURL(t *testing.T) {
 	const fp = "sha256:3f1c000000000000000000000000000000000000000000000000000000000abc"
 	tests := []struct {
 		in        string
-		addr      string
+		addr      string // space-separated
 		pin       string
 		plaintext bool
 		err       string // substring; "" for success
@@ -28,6 +29,11 @@ func TestParseJoinURL(t *testing.T) {
 		{in: "https://ci.example.org?ca-sha256=" + fp + "#" + fp, addr: "ci.example.org:9989", pin: fp},
 		{in: "https://[::1]:9000", addr: "[::1]:9000"},
 		{in: "http://127.0.0.1:9000", addr: "127.0.0.1:9000", plaintext: true},
+		{in: "https://ci1.example.org,ci2.example.org:7000#" + fp, addr: "ci1.example.org:9989 ci2.example.org:7000", pin: fp},
+		{in: "ci1.example.org, [::1]:7000,ci1.example.org", addr: "ci1.example.org:9989 [::1]:7000"},
+		{in: "http://127.0.0.1:1,localhost:2", addr: "127.0.0.1:1 localhost:2", plaintext: true},
+		{in: "https://ci1.example.org,,ci2.example.org", err: "no host"},
+		{in: "https://ci1.example.org,ci2.example.org/x", err: "only https://HOST[:PORT]"},
 		{in: "", err: "no master URL"},
 		{in: "ftp://ci.example.org", err: `scheme "ftp"`},
 		{in: "https://:9989", err: "no host"},
@@ -48,11 +54,46 @@ func TestParseJoinURL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := joinTarget{addr: tt.addr, pin: tt.pin, plaintext: tt.plaintext}
-			if got != want {
+			want := joinTarget{addrs: strings.Fields(tt.addr), pin: tt.pin, plaintext: tt.plaintext}
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("parseJoinURL(%q) = %+v, want %+v", tt.in, got, want)
 			}
 		})
+	}
+}
+
+func TestParseJoinTarget(t *testing.T) {
+	const fp = "sha256:3f1c000000000000000000000000000000000000000000000000000000000abc"
+	tests := []struct {
+		url       string
+		masters   []string
+		addrs     string // space-separated
+		pin       string
+		plaintext bool
+		err       string
+	}{
+		{url: "https://ci1.example.org#" + fp, masters: []string{"ci2.example.org:7000", "ci3.example.org"},
+			addrs: "ci1.example.org:9989 ci2.example.org:7000 ci3.example.org:9989", pin: fp},
+		{masters: []string{"ci1.example.org,ci2.example.org"}, addrs: "ci1.example.org:9989 ci2.example.org:9989"},
+		{masters: []string{"ci1.example.org#" + fp}, addrs: "ci1.example.org:9989", pin: fp},
+		{url: "http://127.0.0.1:1", masters: []string{"127.0.0.1:2"}, addrs: "127.0.0.1:1 127.0.0.1:2", plaintext: true},
+		{url: "http://127.0.0.1:1", masters: []string{"https://127.0.0.1:2"}, err: "mixes plaintext and TLS"},
+		{url: "https://ci1.example.org#sha256:aa", masters: []string{"ci2.example.org#sha256:bb"}, err: "CA"},
+		{masters: []string{"ci1.example.org:99999"}, err: "port"},
+		{err: "no master URL"},
+	}
+	for _, tt := range tests {
+		got, err := parseJoinTarget(tt.url, tt.masters)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || drover.KindOf(err) != drover.Invalid {
+				t.Errorf("parseJoinTarget(%q, %q) = %+v, %v; want an Invalid error with %q", tt.url, tt.masters, got, err, tt.err)
+			}
+			continue
+		}
+		want := joinTarget{addrs: strings.Fields(tt.addrs), pin: tt.pin, plaintext: tt.plaintext}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("parseJoinTarget(%q, %q) = %+v, %v; want %+v", tt.url, tt.masters, got, err, want)
+		}
 	}
 }
 
@@ -127,5 +168,19 @@ func TestJoinDryRun(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestJoinDryRunSeveralMasters(t *testing.T) {
+	var out, errOut strings.Builder
+	dir := t.TempDir()
+	err := run(t.Context(), []string{"worker", "join", "https://ci1.example.org,ci2.example.org:7000#sha256:aa", "--master", "ci3.example.org",
+		"--dry-run", "--dir", dir, "--user", "", "--name", "w1"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("join --dry-run: %v\n%s", err, errOut.String())
+	}
+	want := "would connect to any of the masters at ci1.example.org:9989, ci2.example.org:7000, ci3.example.org:9989 and verify its CA is sha256:aa"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("dry run output lacks %q:\n%s", want, out.String())
 	}
 }

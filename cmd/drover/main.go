@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		tokenCmd(g),
 		whyCmd(g),
 		superviseCmd(g),
+		stepCmd(g),
 	)
 	root.AddCommand(clientCmds(g)...)
 	return root.ExecuteContext(ctx)

@@ -42,23 +42,36 @@ const addressesFile = "addresses.json"
 
 func masterInitCmd(g *globals) *cobra.Command {
 	var hosts []string
-	var repo string
+	var repo, caFrom string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create a master directory: sample config, CA and certificate, admin and enrollment tokens",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create a master directory: a sample config, a CA and the server certificate
+it signs for the worker port, an admin API token and a worker enrollment
+token. Run again, it keeps the config and the CA (the fingerprint workers
+pinned) and makes new tokens.
+
+A second master of a site (masters sharing one PostgreSQL database) is
+made with --ca-from FIRST_DIR: it copies the first master's CA, so its own
+server certificate is signed by it and workers pinned to the site's
+fingerprint trust both; and, unless DIR has a config, the first master's
+config (the same database).`,
+		Example: `  drover master init /srv/drover
+  drover master init /srv/drover2 --ca-from /srv/drover --host ci2.example.org`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := filepath.Abs(args[0])
 			if err != nil {
 				return err
 			}
-			return masterInit(cmd.Context(), g.stdout, dir, repo, hosts, asJSON)
+			return masterInit(cmd.Context(), g.stdout, dir, repo, hosts, caFrom, asJSON)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the fingerprint and tokens as JSON, for scripts")
 	c.Flags().StringSliceVar(&hosts, "host", nil, "extra DNS names or IP addresses workers use to reach the master (for its certificate)")
 	c.Flags().StringVar(&repo, "repo", "https://example.org/project.git", "repository URL for the sample config")
+	c.Flags().StringVar(&caFrom, "ca-from", "", "directory of another master of the site: use its CA (and its config, if DIR has none)")
 	return c
 }
 
@@ -66,17 +79,45 @@ type initResult struct {
 	fingerprint string
 	adminToken  string
 	enrollToken string
+	// caFrom is the master directory whose CA was copied, if any;
+	// configFrom the one whose config was.
+	caFrom, configFrom string
+	// ownDatabase is set when the config names no database: the master
+	// keeps its state in DIR/state.sqlite, shared with no other master.
+	ownDatabase bool
 }
 
 // initDir creates what a master needs in dir and returns its secrets. It
-// keeps an existing config and CA, so running it twice is harmless.
-func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResult, error) {
+// keeps an existing config and CA, so running it twice is harmless. With
+// caFrom (another master's directory) it first copies that master's CA,
+// and its config when dir has none; a different CA already in dir is a
+// conflict, not replaced.
+func initDir(ctx context.Context, dir, sample string, hosts []string, caFrom string) (*initResult, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
+	res := &initResult{}
+	if caFrom != "" {
+		from, err := filepath.Abs(caFrom)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := pki.CopyCA(from, dir); err != nil {
+			return nil, fmt.Errorf("--ca-from %s: %w", caFrom, err)
+		}
+		caFrom, res.caFrom = from, from
+	}
 	cfgPath := filepath.Join(dir, configFile)
 	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(cfgPath, []byte(sample), 0o644); err != nil {
+		copied := false
+		if caFrom != "" && caFrom != dir {
+			if copied, err = copyConfig(caFrom, dir); err != nil {
+				return nil, err
+			}
+		}
+		if copied {
+			res.configFrom = caFrom
+		} else if err := os.WriteFile(cfgPath, []byte(sample), 0o644); err != nil {
 			return nil, fmt.Errorf("write config: %w", err)
 		}
 	}
@@ -85,10 +126,11 @@ func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResu
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, dir)
+	st, dsn, err := openStoreDSN(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
+	res.fingerprint, res.ownDatabase = fp, dsn == ""
 	defer st.Close()
 	now := time.Now()
 	admin, at, err := tokens.New(drover.TokenAPI, now)
@@ -107,27 +149,73 @@ func initDir(ctx context.Context, dir, sample string, hosts []string) (*initResu
 	if err := st.AddToken(ctx, &et); err != nil {
 		return nil, err
 	}
-	return &initResult{fingerprint: fp, adminToken: admin, enrollToken: enroll}, nil
+	res.adminToken, res.enrollToken = admin, enroll
+	return res, nil
+}
+
+// copyConfig copies the config of the master directory from into dir,
+// with every file it loads, and reports whether from had one.
+func copyConfig(from, dir string) (bool, error) {
+	path := filepath.Join(from, configFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return false, fmt.Errorf("read the config of %s, to copy it:\n%w", from, err)
+	}
+	for _, f := range cfg.Files {
+		rel, err := filepath.Rel(from, f)
+		if err != nil || !filepath.IsLocal(rel) {
+			return false, fmt.Errorf("copy the config of %s: %s is outside its directory", from, f)
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			return false, fmt.Errorf("copy the config of %s: %w", from, err)
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false, fmt.Errorf("copy the config of %s: %w", from, err)
+		}
+		dst := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return false, fmt.Errorf("copy the config of %s: %w", from, err)
+		}
+		if err := os.WriteFile(dst, b, fi.Mode().Perm()); err != nil {
+			return false, fmt.Errorf("copy the config of %s: %w", from, err)
+		}
+	}
+	return true, nil
 }
 
 // openStore opens the store of the master in dir: the database its config
 // names, or state.sqlite beside it.
 func openStore(ctx context.Context, dir string) (store.Store, error) {
-	dsn := filepath.Join(dir, "state.sqlite")
+	st, _, err := openStoreDSN(ctx, dir)
+	return st, err
+}
+
+// openStoreDSN is openStore, and also returns the database the config
+// names ("" for state.sqlite).
+func openStoreDSN(ctx context.Context, dir string) (store.Store, string, error) {
+	var named string
 	if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {
 		cfg, err := config.Load(filepath.Join(dir, configFile))
 		if err != nil {
-			return nil, fmt.Errorf("read the config for its database:\n%w", err)
+			return nil, "", fmt.Errorf("read the config for its database:\n%w", err)
 		}
-		if cfg.Master.Database != "" {
-			dsn = cfg.Master.Database
-		}
+		named = cfg.Master.Database
 	}
-	return store.Open(ctx, dsn)
+	dsn := named
+	if dsn == "" {
+		dsn = filepath.Join(dir, "state.sqlite")
+	}
+	st, err := store.Open(ctx, dsn)
+	return st, named, err
 }
 
-func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string, asJSON bool) error {
-	res, err := initDir(ctx, dir, config.SampleConfig(repo), hosts)
+func masterInit(ctx context.Context, out io.Writer, dir, repo string, hosts []string, caFrom string, asJSON bool) error {
+	res, err := initDir(ctx, dir, config.SampleConfig(repo), hosts, caFrom)
 	if err != nil {
 		return err
 	}
@@ -161,6 +249,22 @@ Use the API:
   drover builds
 `, dir, filepath.Join(dir, configFile), dir, res.fingerprint, res.adminToken, res.enrollToken,
 		dir, host, res.enrollToken, res.fingerprint, host, res.adminToken)
+	if res.caFrom != "" {
+		fmt.Fprintf(out, `
+A master of the site of %s: its CA (the fingerprint above), so workers
+pinned to it trust this master too; give workers every master of the site,
+e.g. --master %s:9989,OTHER:9989, to fail over between them.
+`, res.caFrom, host)
+		if res.configFrom != "" {
+			fmt.Fprintf(out, "The config is a copy of %s's.\n", res.configFrom)
+		}
+		if res.ownDatabase {
+			fmt.Fprintf(out, `Note: the config names no database, so this master keeps its own
+state.sqlite and shares nothing with the others: masters of a site share
+one PostgreSQL database, drover.master(database = "postgres://…").
+`)
+		}
+	}
 	return nil
 }
 

@@ -138,7 +138,7 @@ func quickstart(ctx context.Context, g *globals, dir, httpAddr string, nworkers 
 		return fmt.Errorf("sample repository: %w", err)
 	}
 	mdir := filepath.Join(dir, "master")
-	secrets, err := initDir(ctx, mdir, sampleConfig(repo), nil)
+	secrets, err := initDir(ctx, mdir, sampleConfig(repo), nil, "")
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func quickstart(ctx context.Context, g *globals, dir, httpAddr string, nworkers 
 	eg.Go(func() error { return m.Run(ctx) })
 	for i := 1; i <= nworkers; i++ {
 		a, err := agent.New(agent.Config{
-			Master: m.WorkersAddr(), Name: fmt.Sprintf("local-%d", i), Token: secrets.enrollToken,
+			Masters: []string{m.WorkersAddr()}, Name: fmt.Sprintf("local-%d", i), Token: secrets.enrollToken,
 			Dir: filepath.Join(dir, "workers", fmt.Sprintf("local-%d", i)), CAFingerprint: m.Fingerprint(),
 			Labels: map[string]string{"quickstart": "yes"}, Version: version, Logger: logger,
 		})

@@ -71,7 +71,7 @@ reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by
 		},
 	}
 	f := run.Flags()
-	f.StringVar(&cfg.Master, "master", "", "master's worker address, HOST:PORT (stored in --dir after the first run)")
+	f.StringSliceVar(&cfg.Masters, "master", nil, "master's worker address, HOST:PORT; the masters of a site: comma-separated or repeated, tried in turn (stored in --dir after the first run)")
 	f.StringVar(&cfg.Token, "token", "", "enrollment token (first run) or this worker's own token")
 	f.StringVar(&cfg.Name, "name", "", "worker name (first run)")
 	f.StringVar(&cfg.Dir, "dir", "drover-worker", "worker directory: state, and builds under DIR/<builder>/")

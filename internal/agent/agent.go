@@ -22,6 +22,13 @@
 // leaves them running. On Windows commands run in the worker process,
 // with their output in memory (command_windows.go).
 //
+// A worker may list the several masters of a site (masters sharing one
+// database, with certificates of one CA): it holds a stream to one of them
+// at a time, and when that one is unreachable or its stream breaks it
+// moves on to the next (rotation), where the reconnection goes exactly as
+// with a single master: the hello lists the commands it holds, and their
+// unacknowledged output is replayed.
+//
 // The worker's owner decides when it builds (availability.go): a manual
 // setting made through the control socket DIR/control.sock (control.go),
 // time windows and a load-average ceiling are evaluated into one
@@ -44,6 +51,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,8 +78,18 @@ const (
 	// in [0, bound)), so that a fleet of workers cut off by one master
 	// restart does not come back in lockstep, and a master that is down
 	// for long is asked once a minute, not hammered.
+	//
+	// With several masters (a site), the backoff applies to rounds of all
+	// of them: only when every master of a round failed does the worker
+	// wait so.
 	backoffMin = time.Second
 	backoffMax = 60 * time.Second
+	// failoverSpread bounds the wait before the next master of a site is
+	// dialled after a stream to the previous one broke: a uniform wait in
+	// [0, failoverSpread), so that the workers of a master that died do
+	// not all land on the next one at the same instant, yet fail over in
+	// about a second. After a failed dial the next master is tried at once.
+	failoverSpread = time.Second
 	// backoffReset is how long a connection must have stayed up for the
 	// backoff to start again from backoffMin: a master that accepts and
 	// then drops every connection at once must still be backed off from.
@@ -100,12 +118,12 @@ const (
 
 // Config configures an Agent.
 type Config struct {
-	Master        string            // host:port of the master's worker (gRPC) port
+	Masters       []string          // host:port of the worker (gRPC) port of each master of the site; stored in Dir, so optional once it holds them
 	Name          string            // worker name; required on first enrollment, else read from the state file
 	Token         string            // enrollment token (prefix "drover_enroll_") or the worker's own token ("drover_worker_"); optional once DIR holds a state file
 	Dir           string            // worker directory; builds run under Dir/<builder>/
 	CAFingerprint string            // "sha256:<hex>" of the master's CA certificate (DER); optional once DIR holds the pinned CA
-	Plaintext     bool              // no TLS; allowed only when Master's host is a loopback address (else New returns an Invalid error)
+	Plaintext     bool              // no TLS; allowed only when every master's host is a loopback address (else New returns an Invalid error)
 	Labels        map[string]string // owner's static labels (--label k=v)
 	MaxBuilds     int               // commands run at once; default 1
 	Version       string            // program version, reported in hello
@@ -126,17 +144,17 @@ type Config struct {
 // Agent is a worker's connection to its master and the commands it runs.
 // Make one with New and call Run once.
 type Agent struct {
-	cfg    Config
-	dir    string // absolute cfg.Dir
-	master string // host:port, from cfg or the state file
-	host   string // host part of the master address, for TLS verification
-	log    *slog.Logger
+	cfg     Config
+	dir     string   // absolute cfg.Dir
+	masters []string // host:port of each master, from cfg or the state file
+	log     *slog.Logger
 
 	now         func() time.Time
 	loadAverage func() (float64, error)
 
 	// Tunables, fixed by New; tests shorten them.
 	backoffMin, backoffMax time.Duration
+	failoverSpread         time.Duration
 	maxBuffered            int
 	availEvery             time.Duration
 	// superArgv starts a supervisor, the command directory appended:
@@ -147,6 +165,9 @@ type Agent struct {
 	detachOnStop bool
 
 	running atomic.Bool
+
+	// xfer gives file transfers (transfer.go) the current connection.
+	xfer transferLink
 
 	// wake tells the session's sender that some command has output or a
 	// Finished to send. Buffered, so notifying never blocks.
@@ -162,6 +183,10 @@ type Agent struct {
 	mu       sync.Mutex
 	cmds     map[string]*command
 	stopping bool // no new commands: Run is returning
+
+	// steps holds what running commands published about their steps
+	// (stepupdate.go), until sent.
+	steps stepUpdates
 
 	// evalMu serializes evaluations of the availability and changes of
 	// the manual setting; it is held while the load is read, availMu never.
@@ -182,17 +207,18 @@ type Agent struct {
 // fails with a Conflict if a worker process already runs in cfg.Dir.
 func New(cfg Config) (*Agent, error) {
 	a := &Agent{
-		probes:      newProbeState(),
-		cfg:         cfg,
-		log:         cfg.Logger,
-		backoffMin:  backoffMin,
-		backoffMax:  backoffMax,
-		maxBuffered: defaultMaxBuffered,
-		availEvery:  availabilityEvery,
-		now:         cfg.Now,
-		loadAverage: cfg.LoadAverage,
-		wake:        make(chan struct{}, 1),
-		cmds:        make(map[string]*command),
+		probes:         newProbeState(),
+		cfg:            cfg,
+		log:            cfg.Logger,
+		backoffMin:     backoffMin,
+		backoffMax:     backoffMax,
+		failoverSpread: failoverSpread,
+		maxBuffered:    defaultMaxBuffered,
+		availEvery:     availabilityEvery,
+		now:            cfg.Now,
+		loadAverage:    cfg.LoadAverage,
+		wake:           make(chan struct{}, 1),
+		cmds:           make(map[string]*command),
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -247,20 +273,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Name != "" {
 		st.Name = cfg.Name
 	}
-	if cfg.Master != "" {
-		st.Master = cfg.Master
+	if masters := cleanMasters(cfg.Masters); len(masters) > 0 {
+		st.Masters = masters
 	}
-	if st.Master == "" {
-		return nil, drover.Errorf(drover.Invalid, "no master address (host:port)")
+	if err := checkMasters(st.Masters, cfg.Plaintext); err != nil {
+		return nil, err
 	}
-	host, _, err := net.SplitHostPort(st.Master)
-	if err != nil || host == "" {
-		return nil, drover.Errorf(drover.Invalid, "master address %q: want host:port", st.Master)
-	}
-	a.host, a.master = host, st.Master
-	if cfg.Plaintext && !isLoopback(host) {
-		return nil, drover.Errorf(drover.Invalid, "plaintext connection to %s refused: tokens would cross the network in the clear; plaintext is allowed only to a loopback address", host)
-	}
+	a.masters = slices.Clone(st.Masters)
 
 	switch tok := cfg.Token; {
 	case tok == "":
@@ -334,6 +353,35 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
+// cleanMasters trims the addresses and drops empty and repeated ones.
+func cleanMasters(addrs []string) []string {
+	var out []string
+	for _, addr := range addrs {
+		if addr = strings.TrimSpace(addr); addr != "" && !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// checkMasters validates the masters' addresses: host:port each, and
+// plaintext only if every host is a loopback address.
+func checkMasters(addrs []string, plaintext bool) error {
+	if len(addrs) == 0 {
+		return drover.Errorf(drover.Invalid, "no master address (host:port)")
+	}
+	for _, addr := range addrs {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return drover.Errorf(drover.Invalid, "master address %q: want host:port", addr)
+		}
+		if plaintext && !isLoopback(host) {
+			return drover.Errorf(drover.Invalid, "plaintext connection to %s refused: tokens would cross the network in the clear; plaintext is allowed only to a loopback address", host)
+		}
+	}
+	return nil
+}
+
 // isLoopback reports whether host names this machine: "localhost" or a
 // loopback IP.
 func isLoopback(host string) bool {
@@ -353,11 +401,14 @@ func tokenHint(tok string) string {
 }
 
 // Run enrolls if needed, connects, serves commands, and reconnects with
-// jittered exponential backoff until ctx is done. It returns nil on ctx
-// cancellation, or an error that retrying cannot fix (authentication
-// refused: a wrong/expired/revoked token, CA fingerprint mismatch), with a
-// clear message. When it returns, every command it started has been killed
-// and waited for.
+// jittered exponential backoff until ctx is done. With several masters it
+// starts with the first, moves to the next one when a connection fails or
+// a stream breaks, starts each new round with the last that held a
+// stream, and backs off only after a round in which every master failed.
+// It returns nil on ctx cancellation, or an error that retrying cannot fix
+// (authentication refused: a wrong/expired/revoked token; a CA fingerprint
+// mismatch on every master), with a clear message. When it returns, every
+// command it started has been killed and waited for.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return drover.Errorf(drover.Conflict, "agent is already running")
@@ -379,6 +430,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reevaluate() // before the first hello, which carries it
 	// Before the first hello too, which lists the commands adopted.
 	a.recover()
+	a.recoverStepUpdates()
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { a.watchAvailability(wctx) })
@@ -386,22 +438,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer wcancel()
 	defer a.stop()
 
-	failures := 0
+	rot := rotation{n: len(a.masters), backoff: a.backoff, spread: a.failoverSpread}
+	untrusted := map[string]error{}
 	for {
-		up, err := a.session(ctx)
+		addr := a.masters[rot.next]
+		res, err := a.session(ctx, addr)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if k := drover.KindOf(err); k == drover.Unauthorized || k == drover.Invalid {
-			a.log.Error("giving up: the master refused this worker", "err", err)
+		switch k := drover.KindOf(err); {
+		case res.untrusted:
+			// Final for this master, but another master of the site
+			// may present a certificate of the pinned CA.
+			untrusted[addr] = err
+			if len(untrusted) == len(a.masters) {
+				a.log.Error("giving up: no master presents a certificate of the pinned CA", "err", err)
+				return err
+			}
+			a.log.Error("master not trusted; trying the others", "master", addr, "err", err)
+		case k == drover.Unauthorized || k == drover.Invalid:
+			a.log.Error("giving up: the master refused this worker", "master", addr, "err", err)
 			return err
 		}
-		if up > backoffReset {
-			failures = 0
+		if res.connected {
+			delete(untrusted, addr)
 		}
-		delay := a.backoff(failures)
-		failures++
-		a.log.Warn("connection to master failed", "master", a.master, "err", err, "retry_in", delay.Round(time.Millisecond))
+		delay := rot.ended(res)
+		a.log.Warn("connection to master failed", "master", addr, "err", err, "next", a.masters[rot.next], "retry_in", delay.Round(time.Millisecond))
+		if delay == 0 {
+			continue
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -410,6 +476,47 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// rotation decides which master a worker dials next, and how long it
+// waits first. Every session that ends is a failure of its master unless
+// its stream stayed up for backoffReset. After a failure the next master
+// is dialled: at once after a refused dial, within spread after a broken
+// stream. Once the masters of a round have all failed, the worker backs
+// off (longer for each such round in a row) and starts the next round with
+// the last master that held a stream. With one master this is the plain
+// backoff between attempts.
+type rotation struct {
+	n       int                            // masters
+	backoff func(rounds int) time.Duration // the wait after that many failed rounds in a row
+	spread  time.Duration                  // bound of the wait after a broken stream
+
+	next   int // the master to dial
+	last   int // the last master that held a stream
+	tries  int // failures in this round
+	rounds int // failed rounds in a row
+}
+
+// ended records the end of a session with master next, moves next on, and
+// returns the wait before dialling it.
+func (r *rotation) ended(res sessionResult) time.Duration {
+	if res.connected {
+		r.last = r.next
+	}
+	if res.up > backoffReset {
+		r.tries, r.rounds = 0, 0
+	}
+	if r.tries++; r.tries < r.n {
+		r.next = (r.next + 1) % r.n
+		if res.connected {
+			return rand.N(r.spread) + time.Millisecond
+		}
+		return 0
+	}
+	delay := r.backoff(r.rounds)
+	r.tries, r.next = 0, r.last
+	r.rounds++
+	return delay
 }
 
 // backoff is the wait after the given number of consecutive failures:
@@ -425,6 +532,7 @@ func (a *Agent) backoff(failures int) time.Duration {
 // stop kills every command and waits for them: the worker is going away
 // on purpose. (A worker that dies leaves its commands to the next one.)
 func (a *Agent) stop() {
+	a.xfer.stop()
 	a.mu.Lock()
 	a.stopping = true
 	cmds := make([]*command, 0, len(a.cmds))
@@ -457,18 +565,25 @@ func (a *Agent) notify() {
 	}
 }
 
-// session makes one connection: enroll if needed, hello, welcome, then
-// serve until the stream breaks or ctx ends. It reports how long the
-// stream was up.
-func (a *Agent) session(ctx context.Context) (time.Duration, error) {
+// sessionResult is how a session ended, besides its error.
+type sessionResult struct {
+	connected bool          // the master welcomed the worker: the stream was established
+	up        time.Duration // how long the stream was up
+	untrusted bool          // the master's certificate failed verification: retrying it cannot help
+}
+
+// session makes one connection to the master at addr: enroll if needed,
+// hello, welcome, then serve until the stream breaks or ctx ends.
+func (a *Agent) session(ctx context.Context, addr string) (sessionResult, error) {
+	host, _, _ := net.SplitHostPort(addr) // checked by New
 	a.stateMu.Lock()
-	v := &verifier{host: a.host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
+	v := &verifier{host: host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
 	a.stateMu.Unlock()
 	creds := insecure.NewCredentials()
 	if !a.cfg.Plaintext {
 		creds = credentials.NewTLS(v.tlsConfig())
 	}
-	conn, err := grpc.NewClient(a.master,
+	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                keepaliveTime,
@@ -477,45 +592,48 @@ func (a *Agent) session(ctx context.Context) (time.Duration, error) {
 		}),
 	)
 	if err != nil {
-		return 0, drover.Errorf(drover.Invalid, "master address %q: %w", a.master, err)
+		return sessionResult{}, drover.Errorf(drover.Invalid, "master address %q: %w", addr, err)
 	}
 	defer conn.Close()
 	client := workerproto.NewWorkerClient(conn)
+	a.xfer.set(client)
+	defer a.xfer.set(nil)
 	// The TLS verdict explains a failure better than gRPC's "connection
-	// error", and it is final.
-	withTLS := func(err error) error {
+	// error", and it is final for this master.
+	fail := func(err error) (sessionResult, error) {
 		if f := v.failure(); f != nil {
-			return f
+			return sessionResult{untrusted: true}, f
 		}
-		return err
+		return sessionResult{}, err
 	}
 
 	if err := a.enroll(ctx, client); err != nil {
-		return 0, withTLS(err)
+		return fail(err)
 	}
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.Connect(sctx)
 	if err != nil {
-		return 0, withTLS(fmt.Errorf("connect to %s: %w", a.master, err))
+		return fail(fmt.Errorf("connect to %s: %w", addr, err))
 	}
 	hello, availGen := a.hello()
 	if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Hello{Hello: hello}}); err != nil {
 		_, rerr := stream.Recv() // the stream's real error, if the master closed it
-		return 0, withTLS(connectError("send hello", errors.Join(err, rerr)))
+		return fail(connectError("send hello", errors.Join(err, rerr)))
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return 0, withTLS(connectError("wait for welcome", err))
+		return fail(connectError("wait for welcome", err))
 	}
 	welcome := first.GetWelcome()
 	if welcome == nil {
-		return 0, fmt.Errorf("master sent %T before welcome; reconnecting", first.GetMsg())
+		return sessionResult{}, fmt.Errorf("master %s sent %T before welcome; reconnecting", addr, first.GetMsg())
 	}
 	connected := time.Now()
 	a.adopt(welcome.GetKeep())
-	a.log.Info("connected to master", "master", a.master, "worker", welcome.GetWorkerName(),
+	a.steps.resendAll() // the last stream may have lost them
+	a.log.Info("connected to master", "master", addr, "worker", welcome.GetWorkerName(),
 		"master_version", welcome.GetMasterVersion(), "protocol", welcome.GetProtocolVersion(), "kept", len(welcome.GetKeep()))
 
 	a.probes.set(welcome.GetProbes(), time.Duration(welcome.GetProbeIntervalMs())*time.Millisecond)
@@ -537,11 +655,11 @@ func (a *Agent) session(ctx context.Context) (time.Duration, error) {
 		return err
 	})
 	err = g.Wait()
-	up := time.Since(connected)
+	res := sessionResult{connected: true, up: time.Since(connected)}
 	if ctx.Err() != nil {
-		return up, nil
+		return res, nil
 	}
-	return up, fmt.Errorf("stream to %s broke after %s: %w", a.master, up.Round(time.Second), err)
+	return res, fmt.Errorf("stream to %s broke after %s: %w", addr, res.up.Round(time.Second), err)
 }
 
 // connectError makes a refusal of the worker's credentials permanent.
@@ -703,13 +821,19 @@ func (a *Agent) send(ctx context.Context, stream workerproto.Worker_ConnectClien
 		}
 		a.mu.Unlock()
 		more := false
+		var msgs []*workerproto.WorkerMessage
 		for _, c := range cmds {
-			msgs := c.unsent(sendBatch)
-			more = more || len(msgs) == sendBatch
-			for _, m := range msgs {
-				if err := stream.Send(m); err != nil {
-					return fmt.Errorf("send: %w", err)
-				}
+			batch := c.unsent(sendBatch)
+			more = more || len(batch) == sendBatch
+			msgs = append(msgs, batch...)
+		}
+		// Step updates are taken after the commands' messages and sent
+		// before them: an update published before its command ended
+		// reaches the master before the command's Finished.
+		msgs = append(a.takeStepUpdates(), msgs...)
+		for _, m := range msgs {
+			if err := stream.Send(m); err != nil {
+				return fmt.Errorf("send: %w", err)
 			}
 		}
 		if more {
@@ -766,11 +890,16 @@ func (a *Agent) start(req *workerproto.RunCommand) {
 		a.log.Warn("ignoring a duplicate command", "command", id)
 		return
 	}
+	a.commandEnv(req)
 	c := newCommand(req, a.log, a.notify, a.maxBuffered)
 	a.cmds[id] = c
 	a.cmdWG.Add(1)
 	go func() {
 		defer a.cmdWG.Done()
+		if req.GetTransfer() != nil {
+			a.runTransfer(c)
+			return
+		}
 		c.run(a.dir, a.superArgv)
 	}()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +21,18 @@ func TestNewValidation(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no dir", Config{Master: "127.0.0.1:9989", Name: "w", Token: testEnrollToken, Plaintext: true}, "no worker directory"},
+		{"no dir", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: testEnrollToken, Plaintext: true}, "no worker directory"},
 		{"no master", Config{Name: "w", Token: testEnrollToken, Plaintext: true}, "no master address"},
-		{"bad master", Config{Master: "nohost", Name: "w", Token: testEnrollToken, Plaintext: true}, "want host:port"},
-		{"plaintext to a remote host", Config{Master: "ci.example.org:9989", Name: "w", Token: testEnrollToken, Plaintext: true}, "plaintext connection to ci.example.org refused"},
-		{"plaintext to a private address", Config{Master: "10.0.0.1:9989", Name: "w", Token: testEnrollToken, Plaintext: true}, "plaintext connection"},
-		{"no token", Config{Master: "127.0.0.1:9989", Name: "w", Plaintext: true}, "no token"},
-		{"bad token", Config{Master: "127.0.0.1:9989", Name: "w", Token: "hunter2", Plaintext: true}, "token must start with"},
-		{"no name", Config{Master: "127.0.0.1:9989", Token: testEnrollToken, Plaintext: true}, "no worker name"},
-		{"no pin", Config{Master: "127.0.0.1:9989", Name: "w", Token: testEnrollToken}, "no CA fingerprint"},
-		{"bad pin", Config{Master: "127.0.0.1:9989", Name: "w", Token: testEnrollToken, CAFingerprint: "md5:abc"}, "must start with"},
-		{"short pin", Config{Master: "127.0.0.1:9989", Name: "w", Token: testEnrollToken, CAFingerprint: "sha256:abc"}, "64 hex digits"},
-		{"negative max builds", Config{Master: "127.0.0.1:9989", Name: "w", Token: testEnrollToken, CAFingerprint: okPin, MaxBuilds: -1}, "max builds"},
+		{"bad master", Config{Masters: []string{"nohost"}, Name: "w", Token: testEnrollToken, Plaintext: true}, "want host:port"},
+		{"plaintext to a remote host", Config{Masters: []string{"ci.example.org:9989"}, Name: "w", Token: testEnrollToken, Plaintext: true}, "plaintext connection to ci.example.org refused"},
+		{"plaintext to a private address", Config{Masters: []string{"10.0.0.1:9989"}, Name: "w", Token: testEnrollToken, Plaintext: true}, "plaintext connection"},
+		{"no token", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Plaintext: true}, "no token"},
+		{"bad token", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: "hunter2", Plaintext: true}, "token must start with"},
+		{"no name", Config{Masters: []string{"127.0.0.1:9989"}, Token: testEnrollToken, Plaintext: true}, "no worker name"},
+		{"no pin", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: testEnrollToken}, "no CA fingerprint"},
+		{"bad pin", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: testEnrollToken, CAFingerprint: "md5:abc"}, "must start with"},
+		{"short pin", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: testEnrollToken, CAFingerprint: "sha256:abc"}, "64 hex digits"},
+		{"negative max builds", Config{Masters: []string{"127.0.0.1:9989"}, Name: "w", Token: testEnrollToken, CAFingerprint: okPin, MaxBuilds: -1}, "max builds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,17 +54,17 @@ func TestNewValidation(t *testing.T) {
 
 	t.Run("plaintext to loopback", func(t *testing.T) {
 		for _, host := range []string{"127.0.0.1:1", "localhost:1", "[::1]:1"} {
-			if _, err := New(Config{Master: host, Name: "w", Token: testEnrollToken, Plaintext: true, Dir: t.TempDir()}); err != nil {
+			if _, err := New(Config{Masters: []string{host}, Name: "w", Token: testEnrollToken, Plaintext: true, Dir: t.TempDir()}); err != nil {
 				t.Errorf("New(%s): %v", host, err)
 			}
 		}
 	})
 	t.Run("dir belongs to another worker", func(t *testing.T) {
 		dir := t.TempDir()
-		if _, err := New(Config{Master: "127.0.0.1:1", Name: "w1", Token: testWorkerToken, Plaintext: true, Dir: dir}); err != nil {
+		if _, err := New(Config{Masters: []string{"127.0.0.1:1"}, Name: "w1", Token: testWorkerToken, Plaintext: true, Dir: dir}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := New(Config{Master: "127.0.0.1:1", Name: "w2", Plaintext: true, Dir: dir})
+		_, err := New(Config{Masters: []string{"127.0.0.1:1"}, Name: "w2", Plaintext: true, Dir: dir})
 		if drover.KindOf(err) != drover.Invalid {
 			t.Errorf("err = %v, want invalid", err)
 		}
@@ -116,8 +117,8 @@ func TestEnrollThenReconnectWithWorkerToken(t *testing.T) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	want := state{Name: "w1", Master: m.addr, Token: testWorkerToken, CAFingerprint: m.fingerprint()}
-	if st != want {
+	want := state{Name: "w1", Masters: []string{m.addr}, Master: m.addr, Token: testWorkerToken, CAFingerprint: m.fingerprint()}
+	if !reflect.DeepEqual(st, want) {
 		t.Errorf("state = %+v, want %+v", st, want)
 	}
 	ca, err := loadCA(dir)
@@ -148,7 +149,7 @@ func TestTLSPinning(t *testing.T) {
 	for _, host := range []string{"127.0.0.1", "localhost"} {
 		t.Run("right pin via "+host, func(t *testing.T) {
 			dir := t.TempDir()
-			a := newTestAgent(t, m, dir, func(c *Config) { c.Master = host + ":" + port })
+			a := newTestAgent(t, m, dir, func(c *Config) { c.Masters = []string{host + ":" + port} })
 			runAgent(t, a)
 			m.Session(t)
 			if ca, err := loadCA(dir); err != nil || ca == nil || !ca.Equal(m.ca) {
@@ -182,7 +183,7 @@ func TestTLSPinning(t *testing.T) {
 		if err := saveCA(dir, other); err != nil {
 			t.Fatal(err)
 		}
-		if err := saveState(dir, state{Name: "w1", Master: m.addr, Token: testWorkerToken, CAFingerprint: fingerprint(other.Raw)}); err != nil {
+		if err := saveState(dir, state{Name: "w1", Masters: []string{m.addr}, Token: testWorkerToken, CAFingerprint: fingerprint(other.Raw)}); err != nil {
 			t.Fatal(err)
 		}
 		a, err := New(Config{Dir: dir, Logger: testLogger(t)})
@@ -240,7 +241,7 @@ func TestReconnectsAfterStreamDrop(t *testing.T) {
 }
 
 func TestRunWhileNoMaster(t *testing.T) {
-	a, err := New(Config{Master: "127.0.0.1:1", Name: "w", Token: testWorkerToken, Plaintext: true, Dir: t.TempDir(), Logger: testLogger(t)})
+	a, err := New(Config{Masters: []string{"127.0.0.1:1"}, Name: "w", Token: testWorkerToken, Plaintext: true, Dir: t.TempDir(), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

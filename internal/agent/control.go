@@ -27,6 +27,8 @@ import (
 //
 //	GET  /availability                      → AvailabilityStatus
 //	POST /availability {availability, reason} → AvailabilityStatus
+//	POST /step {command_id, kind, name, value} → {ok}  (stepupdate.go)
+//	POST /upload {command_id, path, dest} → {ok}        (stepupload.go)
 //
 // "auto" as the availability clears the manual setting. Errors answer
 // {"error": "..."} with 400 (invalid), 404, 405 or 500.
@@ -92,6 +94,8 @@ func (a *Agent) listenControl() (*controlServer, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /availability", a.handleGetAvailability)
 	mux.HandleFunc("POST /availability", a.handleSetAvailability)
+	mux.HandleFunc("POST /step", a.handleStep)
+	mux.HandleFunc("POST /upload", a.handleUpload)
 	c := &controlServer{
 		path: path,
 		srv: &http.Server{

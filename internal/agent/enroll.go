@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,11 +27,12 @@ const handshakeTimeout = 15 * time.Second
 
 // Enrollment is the worker a directory holds once Enroll returns.
 type Enrollment struct {
-	Name          string // the worker's name, as the master registered it
-	Master        string // host:port of the master's worker port
-	CAFingerprint string // "sha256:<hex>" of the pinned CA; empty for plaintext
+	Name          string   // the worker's name, as the master registered it
+	Masters       []string // host:port of each master's worker port, as stored in the directory
+	CAFingerprint string   // "sha256:<hex>" of the pinned CA; empty for plaintext
 	// Already reports that the directory held this worker's own token for
-	// this master: nothing was sent and nothing was written.
+	// this site: nothing was sent, and at most the list of masters was
+	// written.
 	Already bool
 	// ProbeFacts are the answers of the master's probes on this machine,
 	// run once at enrollment (none when Already), and Probes how many the
@@ -95,10 +98,13 @@ func VerifyMaster(ctx context.Context, addr, pin, dir string) (string, error) {
 // would, without opening the Connect stream. A later Run with only
 // cfg.Dir then connects as this worker.
 //
-// Enroll is idempotent: when cfg.Dir already holds a token of this worker
-// for cfg.Master, it sends and writes nothing, so it is safe while a
-// worker runs in cfg.Dir. A directory enrolled with another master is a
-// Conflict: one directory is one worker.
+// Enroll tries cfg.Masters in order until one answers. It is idempotent:
+// when cfg.Dir already holds a token of this worker for a site that
+// includes one of cfg.Masters, it sends nothing and writes at most
+// cfg.Masters as the new list of masters (a running worker reads it when
+// it restarts), so it is safe while a worker runs in cfg.Dir. A directory
+// enrolled with masters none of which is in cfg.Masters is a Conflict: one
+// directory is one worker.
 func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 	if cfg.Dir == "" {
 		return Enrollment{}, drover.Errorf(drover.Invalid, "no worker directory")
@@ -111,11 +117,12 @@ func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 	if err != nil {
 		return Enrollment{}, err
 	}
+	masters := cleanMasters(cfg.Masters)
 	if st.Token != "" {
-		if cfg.Master != "" && st.Master != cfg.Master {
+		if len(masters) > 0 && !slices.ContainsFunc(masters, func(m string) bool { return slices.Contains(st.Masters, m) }) {
 			return Enrollment{}, drover.Errorf(drover.Conflict,
 				"%s holds worker %q of master %s, not %s: uninstall it (drover worker uninstall --purge) or use another directory",
-				dir, st.Name, st.Master, cfg.Master)
+				dir, st.Name, strings.Join(st.Masters, ", "), strings.Join(masters, ", "))
 		}
 		if cfg.Name != "" && st.Name != cfg.Name {
 			return Enrollment{}, drover.Errorf(drover.Conflict,
@@ -134,7 +141,16 @@ func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 			samePin = ca != nil && fingerprint(ca.Raw) == pin
 		}
 		if samePin {
-			e := Enrollment{Name: st.Name, Master: st.Master, CAFingerprint: st.CAFingerprint, Already: true}
+			if len(masters) > 0 && !slices.Equal(masters, st.Masters) {
+				if err := checkMasters(masters, cfg.Plaintext); err != nil {
+					return Enrollment{}, err
+				}
+				st.Masters = masters
+				if err := saveState(dir, st); err != nil {
+					return Enrollment{}, err
+				}
+			}
+			e := Enrollment{Name: st.Name, Masters: st.Masters, CAFingerprint: st.CAFingerprint, Already: true}
 			if ca != nil {
 				e.CAFingerprint = fingerprint(ca.Raw)
 			}
@@ -152,7 +168,7 @@ func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 		return Enrollment{}, err
 	}
 	a.stateMu.Lock()
-	e := Enrollment{Name: a.st.Name, Master: a.master, Probes: len(a.enrolledProbes), ProbeFacts: drover.Facts{}}
+	e := Enrollment{Name: a.st.Name, Masters: slices.Clone(a.masters), Probes: len(a.enrolledProbes), ProbeFacts: drover.Facts{}}
 	if a.ca != nil {
 		e.CAFingerprint = fingerprint(a.ca.Raw)
 	}
@@ -168,10 +184,29 @@ func Enroll(ctx context.Context, cfg Config) (Enrollment, error) {
 
 // enrollOnly connects as session does, but stops after the enrollment
 // (or, for a worker that already has its token, after the handshake that
-// pins the CA).
+// pins the CA). It tries each master in turn until one answers; a refusal
+// is final.
 func (a *Agent) enrollOnly(ctx context.Context) error {
+	var err error
+	for _, addr := range a.masters {
+		if err = a.enrollAt(ctx, addr); err == nil {
+			return nil
+		}
+		if k := drover.KindOf(err); k == drover.Unauthorized || k == drover.Invalid || ctx.Err() != nil {
+			return err
+		}
+		if len(a.masters) > 1 {
+			a.log.Warn("master did not answer; trying the next", "master", addr, "err", err)
+		}
+	}
+	return err
+}
+
+// enrollAt is enrollOnly with the master at addr.
+func (a *Agent) enrollAt(ctx context.Context, addr string) error {
+	host, _, _ := net.SplitHostPort(addr) // checked by New
 	a.stateMu.Lock()
-	v := &verifier{host: a.host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
+	v := &verifier{host: host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
 	enrolling := a.enrollToken != ""
 	a.stateMu.Unlock()
 	if _, ok := ctx.Deadline(); !ok {
@@ -183,12 +218,12 @@ func (a *Agent) enrollOnly(ctx context.Context) error {
 		if a.cfg.Plaintext {
 			return nil
 		}
-		conn, err := (&tls.Dialer{Config: v.tlsConfig()}).DialContext(ctx, "tcp", a.master)
+		conn, err := (&tls.Dialer{Config: v.tlsConfig()}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			if f := v.failure(); f != nil {
 				return f
 			}
-			return drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", a.master, err)
+			return drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", addr, err)
 		}
 		return conn.Close()
 	}
@@ -197,9 +232,9 @@ func (a *Agent) enrollOnly(ctx context.Context) error {
 	if !a.cfg.Plaintext {
 		creds = credentials.NewTLS(v.tlsConfig())
 	}
-	conn, err := grpc.NewClient(a.master, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return drover.Errorf(drover.Invalid, "master address %q: %w", a.master, err)
+		return drover.Errorf(drover.Invalid, "master address %q: %w", addr, err)
 	}
 	defer conn.Close()
 	if err := a.enroll(ctx, workerproto.NewWorkerClient(conn)); err != nil {
@@ -210,9 +245,9 @@ func (a *Agent) enrollOnly(ctx context.Context) error {
 			return err
 		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return drover.Errorf(drover.Unavailable, "enroll with master %s: no answer within %s: %w", a.master, handshakeTimeout, err)
+			return drover.Errorf(drover.Unavailable, "enroll with master %s: no answer within %s: %w", addr, handshakeTimeout, err)
 		}
-		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", a.master, err)
+		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", addr, err)
 	}
 	return nil
 }

@@ -37,6 +37,9 @@ type fakeMaster struct {
 	t    *testing.T
 	addr string
 	ca   *x509.Certificate // nil when plaintext
+	cert *tls.Certificate  // the server's; nil when plaintext
+
+	stop func() // stops the server, closing every connection, as a master that dies does
 
 	autoAck atomic.Bool
 	// keep, if set, chooses Welcome.keep; by default every held command is kept.
@@ -99,15 +102,50 @@ func (s *fakeSession) Collect(t *testing.T, id string, timeout time.Duration) ([
 
 func startFakeMaster(t *testing.T, useTLS bool) *fakeMaster {
 	t.Helper()
-	m := &fakeMaster{t: t, sessions: make(chan *fakeSession, 16)}
+	if !useTLS {
+		return startFakeMasterWith(t, nil, nil)
+	}
+	ca, cert := testCertificates(t)
+	return startFakeMasterWith(t, ca, &cert)
+}
+
+// startFakeSite starts n masters of one site: their server certificates
+// are signed by one CA, as `drover master init --ca-from` makes them.
+func startFakeSite(t *testing.T, n int) []*fakeMaster {
+	t.Helper()
+	ca, caKey := testCA(t)
+	var ms []*fakeMaster
+	for range n {
+		cert := testServerCert(t, ca, caKey)
+		ms = append(ms, startFakeMasterWith(t, ca, &cert))
+	}
+	return ms
+}
+
+// startFakeMasterWith starts a fake master on 127.0.0.1: plaintext when
+// cert is nil, else presenting cert (signed by ca).
+func startFakeMasterWith(t *testing.T, ca *x509.Certificate, cert *tls.Certificate) *fakeMaster {
+	t.Helper()
+	return startFakeMasterAt(t, "127.0.0.1:0", ca, cert)
+}
+
+// restartFakeMaster starts a new master where old was, with its
+// certificate, as a master restarted after it died.
+func restartFakeMaster(t *testing.T, old *fakeMaster) *fakeMaster {
+	t.Helper()
+	old.stop()
+	return startFakeMasterAt(t, old.addr, old.ca, old.cert)
+}
+
+func startFakeMasterAt(t *testing.T, addr string, ca *x509.Certificate, cert *tls.Certificate) *fakeMaster {
+	t.Helper()
+	m := &fakeMaster{t: t, sessions: make(chan *fakeSession, 16), ca: ca, cert: cert}
 	m.autoAck.Store(true)
 	var opts []grpc.ServerOption
-	if useTLS {
-		ca, cert := testCertificates(t)
-		m.ca = ca
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	if cert != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*cert}})))
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +154,9 @@ func startFakeMaster(t *testing.T, useTLS bool) *fakeMaster {
 	workerproto.RegisterWorkerServer(srv, m)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-done })
+	var once sync.Once
+	m.stop = func() { once.Do(func() { srv.Stop(); <-done }) }
+	t.Cleanup(m.stop)
 	return m
 }
 
@@ -230,6 +270,13 @@ func (m *fakeMaster) Session(t *testing.T) *fakeSession {
 // does.
 func testCertificates(t *testing.T) (*x509.Certificate, tls.Certificate) {
 	t.Helper()
+	ca, caKey := testCA(t)
+	return ca, testServerCert(t, ca, caKey)
+}
+
+// testCA makes a CA certificate and its key.
+func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +299,14 @@ func testCertificates(t *testing.T) (*x509.Certificate, tls.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, caKey
+}
+
+// testServerCert makes a server certificate signed by ca for localhost and
+// 127.0.0.1, with the CA in its chain.
+func testServerCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	now := time.Now()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +325,7 @@ func testCertificates(t *testing.T) (*x509.Certificate, tls.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca, tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}
+	return tls.Certificate{Certificate: [][]byte{leafDER, ca.Raw}, PrivateKey: key}
 }
 
 // testLogger logs to the test's output, shown on failure or with -v.
@@ -283,7 +338,7 @@ func testLogger(t *testing.T) *slog.Logger {
 func newTestAgent(t *testing.T, m *fakeMaster, dir string, mod func(*Config)) *Agent {
 	t.Helper()
 	cfg := Config{
-		Master:  m.addr,
+		Masters: []string{m.addr},
 		Name:    "w1",
 		Token:   testWorkerToken,
 		Dir:     dir,

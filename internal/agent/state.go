@@ -19,8 +19,14 @@ const (
 // state is what a worker directory remembers between runs, so that only
 // the first `drover worker run` needs a token and a CA fingerprint.
 type state struct {
-	Name   string `json:"name"`
-	Master string `json:"master"`
+	Name string `json:"name"`
+	// Masters are the host:port addresses of the masters of one site, in
+	// the order the owner gave them.
+	Masters []string `json:"masters,omitempty"`
+	// Master is the first of Masters. Older versions stored only this
+	// field: it is read when Masters is absent, and still written so that
+	// an older drover can run the directory (with the first master).
+	Master string `json:"master,omitempty"`
 	// Token is the worker's own secret, never an enrollment token.
 	Token         string `json:"token,omitempty"`
 	CAFingerprint string `json:"ca_fingerprint,omitempty"`
@@ -42,11 +48,18 @@ func loadState(dir string) (state, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("parse %s: %w", filepath.Join(dir, stateFileName), err)
 	}
+	if len(st.Masters) == 0 && st.Master != "" {
+		st.Masters = []string{st.Master}
+	}
 	return st, nil
 }
 
 // saveState writes DIR/worker.json readable by its owner only.
 func saveState(dir string, st state) error {
+	st.Master = ""
+	if len(st.Masters) > 0 {
+		st.Master = st.Masters[0]
+	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode worker state: %w", err)

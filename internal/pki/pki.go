@@ -2,6 +2,10 @@
 // `drover master init` creates, and the server certificate it signs for the
 // worker port. Workers pin the CA by fingerprint on first contact, as
 // `kubeadm join` does, so no public CA and no hand-copied files are needed.
+//
+// The masters of a site share one CA (CopyCA, `master init --ca-from`),
+// each with its own server certificate, so one pinned fingerprint is good
+// for all of them.
 package pki
 
 import (
@@ -21,6 +25,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/drover-ci/drover"
 )
 
 // File names inside a master directory.
@@ -128,6 +134,10 @@ func (ca *CA) IssueServer(hosts []string) (certPEM, keyPEM []byte, err error) {
 func Init(dir string, hosts []string) (string, error) {
 	ca, err := LoadCA(dir)
 	if errors.Is(err, os.ErrNotExist) {
+		if _, cerr := os.Stat(filepath.Join(dir, CACertFile)); cerr == nil {
+			// Never replace a CA that workers may have pinned.
+			return "", fmt.Errorf("%s holds %s without its key: put %s back (or copy the site's CA with --ca-from)", dir, CACertFile, CAKeyFile)
+		}
 		if ca, err = NewCA("Drover"); err != nil {
 			return "", err
 		}
@@ -144,12 +154,81 @@ func Init(dir string, hosts []string) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(filepath.Join(dir, ServerCertFile)); errors.Is(err, os.ErrNotExist) {
+	if !signedBy(dir, ca) {
 		if err := issueServerFiles(dir, ca, hosts); err != nil {
 			return "", err
 		}
 	}
 	return Fingerprint(ca.Cert), nil
+}
+
+// CopyCA copies the CA of the master directory from, certificate and key,
+// into dir (the key readable by its owner only), so that the server
+// certificate Init then issues in dir is signed by the same CA: workers
+// that pinned from's fingerprint trust both masters. A dir that holds this
+// CA already is left as it is; one that holds another CA is a Conflict,
+// since workers may have pinned it. It returns the CA's fingerprint.
+func CopyCA(from, dir string) (string, error) {
+	ca, err := LoadCA(from)
+	if err != nil {
+		return "", fmt.Errorf("the CA to copy: %w", err)
+	}
+	fp := Fingerprint(ca.Cert)
+	switch have, err := loadCACert(dir); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return "", err
+	case !have.Equal(ca.Cert):
+		return "", drover.Errorf(drover.Conflict,
+			"%s holds another CA (%s), not the one of %s (%s): workers may have pinned it; to replace it, remove %s, %s, %s and %s from %s first",
+			dir, Fingerprint(have), from, fp, CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, dir)
+	default:
+		if _, err := LoadCA(dir); err == nil {
+			return fp, nil // copied before
+		}
+	}
+	keyDER, err := x509.MarshalECPrivateKey(ca.Key)
+	if err != nil {
+		return "", fmt.Errorf("encode CA key: %w", err)
+	}
+	if err := writeFile(filepath.Join(dir, CAKeyFile), pemBlock("EC PRIVATE KEY", keyDER), 0o600); err != nil {
+		return "", err
+	}
+	if err := writeFile(filepath.Join(dir, CACertFile), pemBlock("CERTIFICATE", ca.Cert.Raw), 0o644); err != nil {
+		return "", err
+	}
+	return fp, nil
+}
+
+// loadCACert reads the CA certificate of dir, without its key.
+func loadCACert(dir string) (*x509.Certificate, error) {
+	path := filepath.Join(dir, CACertFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("read CA %s: no PEM certificate", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA %s: %w", path, err)
+	}
+	return cert, nil
+}
+
+// signedBy reports whether dir holds a server certificate and key that
+// ca signed: not so when it has none, or one of another CA (the CA files
+// were replaced by hand, or copied into a directory that had a server
+// certificate).
+func signedBy(dir string, ca *CA) bool {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
+	if err != nil {
+		return false
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	return err == nil && leaf.CheckSignatureFrom(ca.Cert) == nil
 }
 
 func issueServerFiles(dir string, ca *CA, hosts []string) error {
@@ -191,7 +270,8 @@ func LoadCA(dir string) (*CA, error) {
 
 // ServerTLS loads the server certificate of dir for the worker port,
 // presenting the CA in the chain so that a worker can find the certificate
-// it pins. A server certificate near expiry is re-issued first.
+// it pins. A server certificate near expiry, or not signed by dir's CA, is
+// re-issued first.
 func ServerTLS(dir string, hosts []string) (*tls.Config, string, error) {
 	ca, err := LoadCA(dir)
 	if err != nil {
@@ -200,7 +280,7 @@ func ServerTLS(dir string, hosts []string) (*tls.Config, string, error) {
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
 	if err == nil {
 		leaf, perr := x509.ParseCertificate(pair.Certificate[0])
-		if perr == nil && time.Until(leaf.NotAfter) < renewBefore {
+		if perr == nil && (time.Until(leaf.NotAfter) < renewBefore || leaf.CheckSignatureFrom(ca.Cert) != nil) {
 			err = os.ErrNotExist // treat as missing: re-issue below
 		}
 	}

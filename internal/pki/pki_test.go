@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/drover-ci/drover"
 )
 
 func TestInitKeepsTheCA(t *testing.T) {
@@ -93,4 +95,102 @@ func TestServerTLSWithoutInit(t *testing.T) {
 	if _, _, err := ServerTLS(t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "master init") {
 		t.Errorf("ServerTLS without a CA = %v; want advice to run master init", err)
 	}
+}
+
+func TestCopyCA(t *testing.T) {
+	first, second := t.TempDir(), t.TempDir()
+	fp, err := Init(first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := CopyCA(first, second)
+	if err != nil || got != fp {
+		t.Fatalf("CopyCA = %q, %v; want %q", got, err, fp)
+	}
+	if st, err := os.Stat(filepath.Join(second, CAKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("copied CA key: %v, mode %v; want 0600", err, st.Mode())
+	}
+	if got, err := Init(second, []string{"ci2.example.org"}); err != nil || got != fp {
+		t.Fatalf("Init after CopyCA = %q, %v; want %q", got, err, fp)
+	}
+	// Each master has its own server certificate, of the one CA.
+	c1, _ := os.ReadFile(filepath.Join(first, ServerCertFile))
+	c2, _ := os.ReadFile(filepath.Join(second, ServerCertFile))
+	if len(c2) == 0 || string(c1) == string(c2) {
+		t.Error("the second master has no server certificate of its own")
+	}
+	ca, err := LoadCA(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	cfg, _, err := ServerTLS(second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "ci2.example.org"}); err != nil {
+		t.Errorf("second master's certificate not valid for the first master's CA: %v", err)
+	}
+	if got, err := CopyCA(first, second); err != nil || got != fp {
+		t.Errorf("CopyCA again = %q, %v; want %q", got, err, fp)
+	}
+
+	t.Run("another CA is not replaced", func(t *testing.T) {
+		other := t.TempDir()
+		ofp, err := Init(other, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(filepath.Join(other, CAKeyFile))
+		if _, err := CopyCA(first, other); drover.KindOf(err) != drover.Conflict || !strings.Contains(err.Error(), "another CA") {
+			t.Fatalf("CopyCA over another CA = %v; want a conflict", err)
+		}
+		after, _ := os.ReadFile(filepath.Join(other, CAKeyFile))
+		if got, err := Init(other, nil); err != nil || got != ofp || string(before) != string(after) {
+			t.Errorf("the other CA changed: %q, %v", got, err)
+		}
+	})
+	t.Run("no CA to copy", func(t *testing.T) {
+		if _, err := CopyCA(t.TempDir(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "CA to copy") {
+			t.Errorf("CopyCA from an empty directory = %v", err)
+		}
+	})
+	t.Run("a server certificate of another CA is re-issued", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := Init(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{CACertFile, CAKeyFile} {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := CopyCA(first, dir); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Init(dir, nil); err != nil || got != fp {
+			t.Fatalf("Init = %q, %v", got, err)
+		}
+		if !signedBy(dir, ca) {
+			t.Error("server certificate not re-issued by the copied CA")
+		}
+	})
+	t.Run("a CA certificate without its key is kept", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := Init(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(filepath.Join(dir, CACertFile))
+		if err := os.Remove(filepath.Join(dir, CAKeyFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Init(dir, nil); err == nil || !strings.Contains(err.Error(), "without its key") {
+			t.Errorf("Init = %v; want a refusal", err)
+		}
+		if after, _ := os.ReadFile(filepath.Join(dir, CACertFile)); string(after) != string(before) {
+			t.Error("Init replaced a CA certificate")
+		}
+	})
 }

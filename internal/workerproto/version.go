@@ -21,6 +21,11 @@ package workerproto
 //	   (additive) Welcome.probes, probe_interval_ms and SetProbes: the
 //	   master's probes, run by the worker, reported as facts.
 //	   (additive) EnrollResponse.probes.
+//	   (additive) RunCommand.transfer and the UploadStatus, Upload and
+//	   Download RPCs: file transfer steps, chunked, sha256 per file,
+//	   uploads resumable.
+//	   (additive) WorkerMessage.step_update (StepUpdate): links and
+//	   properties a running command publishes through the worker.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

@@ -138,6 +138,55 @@ func (FinishReason) EnumDescriptor() ([]byte, []int) {
 	return file_worker_proto_rawDescGZIP(), []int{1}
 }
 
+type TransferKind int32
+
+const (
+	TransferKind_TRANSFER_KIND_UNSPECIFIED TransferKind = 0
+	TransferKind_TRANSFER_KIND_UPLOAD      TransferKind = 1 // worker → master: an artifact
+	TransferKind_TRANSFER_KIND_DOWNLOAD    TransferKind = 2 // master → worker
+)
+
+// Enum value maps for TransferKind.
+var (
+	TransferKind_name = map[int32]string{
+		0: "TRANSFER_KIND_UNSPECIFIED",
+		1: "TRANSFER_KIND_UPLOAD",
+		2: "TRANSFER_KIND_DOWNLOAD",
+	}
+	TransferKind_value = map[string]int32{
+		"TRANSFER_KIND_UNSPECIFIED": 0,
+		"TRANSFER_KIND_UPLOAD":      1,
+		"TRANSFER_KIND_DOWNLOAD":    2,
+	}
+)
+
+func (x TransferKind) Enum() *TransferKind {
+	p := new(TransferKind)
+	*p = x
+	return p
+}
+
+func (x TransferKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TransferKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_worker_proto_enumTypes[2].Descriptor()
+}
+
+func (TransferKind) Type() protoreflect.EnumType {
+	return &file_worker_proto_enumTypes[2]
+}
+
+func (x TransferKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TransferKind.Descriptor instead.
+func (TransferKind) EnumDescriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{2}
+}
+
 type EnrollRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -750,6 +799,7 @@ type WorkerMessage struct {
 	//	*WorkerMessage_Output
 	//	*WorkerMessage_Finished
 	//	*WorkerMessage_Facts
+	//	*WorkerMessage_StepUpdate
 	Msg           isWorkerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -828,6 +878,15 @@ func (x *WorkerMessage) GetFacts() *FactsUpdate {
 	return nil
 }
 
+func (x *WorkerMessage) GetStepUpdate() *StepUpdate {
+	if x != nil {
+		if x, ok := x.Msg.(*WorkerMessage_StepUpdate); ok {
+			return x.StepUpdate
+		}
+	}
+	return nil
+}
+
 type isWorkerMessage_Msg interface {
 	isWorkerMessage_Msg()
 }
@@ -848,6 +907,10 @@ type WorkerMessage_Facts struct {
 	Facts *FactsUpdate `protobuf:"bytes,4,opt,name=facts,proto3,oneof"`
 }
 
+type WorkerMessage_StepUpdate struct {
+	StepUpdate *StepUpdate `protobuf:"bytes,5,opt,name=step_update,json=stepUpdate,proto3,oneof"`
+}
+
 func (*WorkerMessage_Hello) isWorkerMessage_Msg() {}
 
 func (*WorkerMessage_Output) isWorkerMessage_Msg() {}
@@ -855,6 +918,77 @@ func (*WorkerMessage_Output) isWorkerMessage_Msg() {}
 func (*WorkerMessage_Finished) isWorkerMessage_Msg() {}
 
 func (*WorkerMessage_Facts) isWorkerMessage_Msg() {}
+
+func (*WorkerMessage_StepUpdate) isWorkerMessage_Msg() {}
+
+// StepUpdate is what a running command published about its step through
+// the worker's control socket (`drover step url`, `drover step
+// property`): links to show on the step and properties to set on the
+// build. It is sent before the command's Finished. Applying it twice is
+// harmless, so a worker resends the updates of the commands it holds
+// after a reconnect; nothing is lost to a broken stream.
+type StepUpdate struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// urls maps a link's name to its URL.
+	Urls map[string]string `protobuf:"bytes,2,rep,name=urls,proto3" json:"urls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// properties are set on the build when the command's step ends, for
+	// the later steps' interpolation.
+	Properties    map[string]string `protobuf:"bytes,3,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepUpdate) Reset() {
+	*x = StepUpdate{}
+	mi := &file_worker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepUpdate) ProtoMessage() {}
+
+func (x *StepUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepUpdate.ProtoReflect.Descriptor instead.
+func (*StepUpdate) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StepUpdate) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *StepUpdate) GetUrls() map[string]string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+func (x *StepUpdate) GetProperties() map[string]string {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
 
 type Welcome struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -874,7 +1008,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1020,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1033,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{9}
+	return file_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -958,7 +1092,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1104,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1117,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Probe) GetName() string {
@@ -1018,7 +1152,7 @@ type SetProbes struct {
 
 func (x *SetProbes) Reset() {
 	*x = SetProbes{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1164,7 @@ func (x *SetProbes) String() string {
 func (*SetProbes) ProtoMessage() {}
 
 func (x *SetProbes) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1177,7 @@ func (x *SetProbes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProbes.ProtoReflect.Descriptor instead.
 func (*SetProbes) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetProbes) GetProbes() []*Probe {
@@ -1072,16 +1206,20 @@ type RunCommand struct {
 	NoOutputTimeoutMs int64  `protobuf:"varint,6,opt,name=no_output_timeout_ms,json=noOutputTimeoutMs,proto3" json:"no_output_timeout_ms,omitempty"`
 	MaxTimeMs         int64  `protobuf:"varint,7,opt,name=max_time_ms,json=maxTimeMs,proto3" json:"max_time_ms,omitempty"`
 	// kill_grace_ms is the wait between SIGTERM and SIGKILL of the process group.
-	KillGraceMs   int64 `protobuf:"varint,8,opt,name=kill_grace_ms,json=killGraceMs,proto3" json:"kill_grace_ms,omitempty"`
-	BuildId       int64 `protobuf:"varint,9,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Step          int32 `protobuf:"varint,10,opt,name=step,proto3" json:"step,omitempty"`
+	KillGraceMs int64 `protobuf:"varint,8,opt,name=kill_grace_ms,json=killGraceMs,proto3" json:"kill_grace_ms,omitempty"`
+	BuildId     int64 `protobuf:"varint,9,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Step        int32 `protobuf:"varint,10,opt,name=step,proto3" json:"step,omitempty"`
+	// transfer, when set, makes the command a file transfer, done by the
+	// worker over Upload or Download instead of running argv. It ends with
+	// a Finished like any command: exit 0, or START_FAILED with the error.
+	Transfer      *Transfer `protobuf:"bytes,11,opt,name=transfer,proto3" json:"transfer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunCommand) Reset() {
 	*x = RunCommand{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1231,7 @@ func (x *RunCommand) String() string {
 func (*RunCommand) ProtoMessage() {}
 
 func (x *RunCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1244,7 @@ func (x *RunCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCommand.ProtoReflect.Descriptor instead.
 func (*RunCommand) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunCommand) GetCommandId() string {
@@ -1179,6 +1317,630 @@ func (x *RunCommand) GetStep() int32 {
 	return 0
 }
 
+func (x *RunCommand) GetTransfer() *Transfer {
+	if x != nil {
+		return x.Transfer
+	}
+	return nil
+}
+
+// Transfer describes a file transfer step.
+type Transfer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  TransferKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=drover.worker.v1.TransferKind" json:"kind,omitempty"`
+	// worker_path is relative to the builder's directory on the worker: the
+	// file or directory to upload, or where to write a download.
+	WorkerPath string `protobuf:"bytes,2,opt,name=worker_path,json=workerPath,proto3" json:"worker_path,omitempty"`
+	// master_path is, for an upload, the artifact path the files go under;
+	// for a download, the source: "artifact:<path>" (an artifact of the
+	// build) or "files/<path>" (under the master's files directory).
+	MasterPath string `protobuf:"bytes,3,opt,name=master_path,json=masterPath,proto3" json:"master_path,omitempty"`
+	// max_bytes bounds the transfer's total size; 0 means no limit.
+	MaxBytes      int64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Transfer) Reset() {
+	*x = Transfer{}
+	mi := &file_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transfer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transfer) ProtoMessage() {}
+
+func (x *Transfer) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
+func (*Transfer) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Transfer) GetKind() TransferKind {
+	if x != nil {
+		return x.Kind
+	}
+	return TransferKind_TRANSFER_KIND_UNSPECIFIED
+}
+
+func (x *Transfer) GetWorkerPath() string {
+	if x != nil {
+		return x.WorkerPath
+	}
+	return ""
+}
+
+func (x *Transfer) GetMasterPath() string {
+	if x != nil {
+		return x.MasterPath
+	}
+	return ""
+}
+
+func (x *Transfer) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// TransferAuth names the worker and its secret on the transfer RPCs, and
+// the transfer command.
+type TransferAuth struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Worker    string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Token     string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	CommandId string                 `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// artifact_dest is, for an upload by a running command that is not a
+	// transfer (`drover step upload`), the artifact path its files go
+	// under. A transfer command's destination is the master's, never this.
+	ArtifactDest  string `protobuf:"bytes,4,opt,name=artifact_dest,json=artifactDest,proto3" json:"artifact_dest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferAuth) Reset() {
+	*x = TransferAuth{}
+	mi := &file_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferAuth) ProtoMessage() {}
+
+func (x *TransferAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferAuth.ProtoReflect.Descriptor instead.
+func (*TransferAuth) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TransferAuth) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *TransferAuth) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TransferAuth) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *TransferAuth) GetArtifactDest() string {
+	if x != nil {
+		return x.ArtifactDest
+	}
+	return ""
+}
+
+type UploadStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Auth  *TransferAuth          `protobuf:"bytes,1,opt,name=auth,proto3" json:"auth,omitempty"`
+	// path is the file's slash-separated path relative to the upload root.
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStatusRequest) Reset() {
+	*x = UploadStatusRequest{}
+	mi := &file_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStatusRequest) ProtoMessage() {}
+
+func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStatusRequest.ProtoReflect.Descriptor instead.
+func (*UploadStatusRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UploadStatusRequest) GetAuth() *TransferAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+func (x *UploadStatusRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *UploadStatusRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type UploadStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// offset is how many bytes of the file the master holds.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// complete says the master holds the whole file, verified.
+	Complete      bool `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStatusResponse) Reset() {
+	*x = UploadStatusResponse{}
+	mi := &file_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStatusResponse) ProtoMessage() {}
+
+func (x *UploadStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStatusResponse.ProtoReflect.Descriptor instead.
+func (*UploadStatusResponse) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UploadStatusResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadStatusResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+type UploadFileHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Auth  *TransferAuth          `protobuf:"bytes,1,opt,name=auth,proto3" json:"auth,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Size  int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Mode  uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// offset is where the data that follows starts in the file.
+	Offset        int64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadFileHeader) Reset() {
+	*x = UploadFileHeader{}
+	mi := &file_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadFileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadFileHeader) ProtoMessage() {}
+
+func (x *UploadFileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadFileHeader.ProtoReflect.Descriptor instead.
+func (*UploadFileHeader) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UploadFileHeader) GetAuth() *TransferAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+func (x *UploadFileHeader) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *UploadFileHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadFileHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *UploadFileHeader) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type UploadChunk struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *UploadFileHeader      `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // first message only
+	Data   []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// sha256 (hex) of the whole file, on the last message only.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadChunk) Reset() {
+	*x = UploadChunk{}
+	mi := &file_worker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadChunk) ProtoMessage() {}
+
+func (x *UploadChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadChunk.ProtoReflect.Descriptor instead.
+func (*UploadChunk) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UploadChunk) GetHeader() *UploadFileHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *UploadChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type UploadResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResult) Reset() {
+	*x = UploadResult{}
+	mi := &file_worker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResult) ProtoMessage() {}
+
+func (x *UploadResult) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
+func (*UploadResult) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UploadResult) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadResult) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type DownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Auth          *TransferAuth          `protobuf:"bytes,1,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_worker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DownloadRequest) GetAuth() *TransferAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+type DownloadFileHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadFileHeader) Reset() {
+	*x = DownloadFileHeader{}
+	mi := &file_worker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadFileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadFileHeader) ProtoMessage() {}
+
+func (x *DownloadFileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadFileHeader.ProtoReflect.Descriptor instead.
+func (*DownloadFileHeader) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DownloadFileHeader) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DownloadFileHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DownloadFileHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type DownloadChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *DownloadFileHeader    `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // starts a file
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // ends a file
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadChunk) Reset() {
+	*x = DownloadChunk{}
+	mi := &file_worker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadChunk) ProtoMessage() {}
+
+func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadChunk.ProtoReflect.Descriptor instead.
+func (*DownloadChunk) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DownloadChunk) GetHeader() *DownloadFileHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DownloadChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DownloadChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type Cancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
@@ -1189,7 +1951,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1963,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1976,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Cancel) GetCommandId() string {
@@ -1245,7 +2007,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +2019,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +2032,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{14}
+	return file_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Ack) GetCommandId() string {
@@ -1310,7 +2072,7 @@ type MasterMessage struct {
 
 func (x *MasterMessage) Reset() {
 	*x = MasterMessage{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +2084,7 @@ func (x *MasterMessage) String() string {
 func (*MasterMessage) ProtoMessage() {}
 
 func (x *MasterMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +2097,7 @@ func (x *MasterMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterMessage.ProtoReflect.Descriptor instead.
 func (*MasterMessage) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MasterMessage) GetMsg() isMasterMessage_Msg {
@@ -1492,13 +2254,29 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.drover.worker.v1.FactValuesR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.drover.worker.v1.FactValuesR\x05value:\x028\x01\"\xad\x02\n" +
 	"\rWorkerMessage\x12/\n" +
 	"\x05hello\x18\x01 \x01(\v2\x17.drover.worker.v1.HelloH\x00R\x05hello\x122\n" +
 	"\x06output\x18\x02 \x01(\v2\x18.drover.worker.v1.OutputH\x00R\x06output\x128\n" +
 	"\bfinished\x18\x03 \x01(\v2\x1a.drover.worker.v1.FinishedH\x00R\bfinished\x125\n" +
-	"\x05facts\x18\x04 \x01(\v2\x1d.drover.worker.v1.FactsUpdateH\x00R\x05factsB\x05\n" +
-	"\x03msg\"\xed\x01\n" +
+	"\x05facts\x18\x04 \x01(\v2\x1d.drover.worker.v1.FactsUpdateH\x00R\x05facts\x12?\n" +
+	"\vstep_update\x18\x05 \x01(\v2\x1c.drover.worker.v1.StepUpdateH\x00R\n" +
+	"stepUpdateB\x05\n" +
+	"\x03msg\"\xad\x02\n" +
+	"\n" +
+	"StepUpdate\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12:\n" +
+	"\x04urls\x18\x02 \x03(\v2&.drover.worker.v1.StepUpdate.UrlsEntryR\x04urls\x12L\n" +
+	"\n" +
+	"properties\x18\x03 \x03(\v2,.drover.worker.v1.StepUpdate.PropertiesEntryR\n" +
+	"properties\x1a7\n" +
+	"\tUrlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12%\n" +
 	"\x0emaster_version\x18\x02 \x01(\tR\rmasterVersion\x12\x1f\n" +
@@ -1514,7 +2292,7 @@ const file_worker_proto_rawDesc = "" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"h\n" +
 	"\tSetProbes\x12/\n" +
 	"\x06probes\x18\x01 \x03(\v2\x17.drover.worker.v1.ProbeR\x06probes\x12*\n" +
-	"\x11probe_interval_ms\x18\x02 \x01(\x03R\x0fprobeIntervalMs\"\x88\x03\n" +
+	"\x11probe_interval_ms\x18\x02 \x01(\x03R\x0fprobeIntervalMs\"\xc0\x03\n" +
 	"\n" +
 	"RunCommand\x12\x1d\n" +
 	"\n" +
@@ -1528,10 +2306,54 @@ const file_worker_proto_rawDesc = "" +
 	"\rkill_grace_ms\x18\b \x01(\x03R\vkillGraceMs\x12\x19\n" +
 	"\bbuild_id\x18\t \x01(\x03R\abuildId\x12\x12\n" +
 	"\x04step\x18\n" +
-	" \x01(\x05R\x04step\x1a6\n" +
+	" \x01(\x05R\x04step\x126\n" +
+	"\btransfer\x18\v \x01(\v2\x1a.drover.worker.v1.TransferR\btransfer\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\bTransfer\x122\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1e.drover.worker.v1.TransferKindR\x04kind\x12\x1f\n" +
+	"\vworker_path\x18\x02 \x01(\tR\n" +
+	"workerPath\x12\x1f\n" +
+	"\vmaster_path\x18\x03 \x01(\tR\n" +
+	"masterPath\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\x03R\bmaxBytes\"\x80\x01\n" +
+	"\fTransferAuth\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x03 \x01(\tR\tcommandId\x12#\n" +
+	"\rartifact_dest\x18\x04 \x01(\tR\fartifactDest\"q\n" +
+	"\x13UploadStatusRequest\x122\n" +
+	"\x04auth\x18\x01 \x01(\v2\x1e.drover.worker.v1.TransferAuthR\x04auth\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"J\n" +
+	"\x14UploadStatusResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x1a\n" +
+	"\bcomplete\x18\x02 \x01(\bR\bcomplete\"\x9a\x01\n" +
+	"\x10UploadFileHeader\x122\n" +
+	"\x04auth\x18\x01 \x01(\v2\x1e.drover.worker.v1.TransferAuthR\x04auth\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\"u\n" +
+	"\vUploadChunk\x12:\n" +
+	"\x06header\x18\x01 \x01(\v2\".drover.worker.v1.UploadFileHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\":\n" +
+	"\fUploadResult\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"E\n" +
+	"\x0fDownloadRequest\x122\n" +
+	"\x04auth\x18\x01 \x01(\v2\x1e.drover.worker.v1.TransferAuthR\x04auth\"P\n" +
+	"\x12DownloadFileHeader\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"y\n" +
+	"\rDownloadChunk\x12<\n" +
+	"\x06header\x18\x01 \x01(\v2$.drover.worker.v1.DownloadFileHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"?\n" +
 	"\x06Cancel\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x16\n" +
@@ -1558,10 +2380,17 @@ const file_worker_proto_rawDesc = "" +
 	"\x1fFINISH_REASON_NO_OUTPUT_TIMEOUT\x10\x01\x12\x1a\n" +
 	"\x16FINISH_REASON_MAX_TIME\x10\x02\x12\x1b\n" +
 	"\x17FINISH_REASON_CANCELLED\x10\x03\x12\x1e\n" +
-	"\x1aFINISH_REASON_START_FAILED\x10\x042\xa6\x01\n" +
+	"\x1aFINISH_REASON_START_FAILED\x10\x04*c\n" +
+	"\fTransferKind\x12\x1d\n" +
+	"\x19TRANSFER_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14TRANSFER_KIND_UPLOAD\x10\x01\x12\x1a\n" +
+	"\x16TRANSFER_KIND_DOWNLOAD\x10\x022\xa2\x03\n" +
 	"\x06Worker\x12K\n" +
 	"\x06Enroll\x12\x1f.drover.worker.v1.EnrollRequest\x1a .drover.worker.v1.EnrollResponse\x12O\n" +
-	"\aConnect\x12\x1f.drover.worker.v1.WorkerMessage\x1a\x1f.drover.worker.v1.MasterMessage(\x010\x01B2Z0github.com/drover-ci/drover/internal/workerprotob\x06proto3"
+	"\aConnect\x12\x1f.drover.worker.v1.WorkerMessage\x1a\x1f.drover.worker.v1.MasterMessage(\x010\x01\x12]\n" +
+	"\fUploadStatus\x12%.drover.worker.v1.UploadStatusRequest\x1a&.drover.worker.v1.UploadStatusResponse\x12I\n" +
+	"\x06Upload\x12\x1d.drover.worker.v1.UploadChunk\x1a\x1e.drover.worker.v1.UploadResult(\x01\x12P\n" +
+	"\bDownload\x12!.drover.worker.v1.DownloadRequest\x1a\x1f.drover.worker.v1.DownloadChunk0\x01B2Z0github.com/drover-ci/drover/internal/workerprotob\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -1575,63 +2404,93 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_worker_proto_goTypes = []any{
-	(Stream)(0),            // 0: drover.worker.v1.Stream
-	(FinishReason)(0),      // 1: drover.worker.v1.FinishReason
-	(*EnrollRequest)(nil),  // 2: drover.worker.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 3: drover.worker.v1.EnrollResponse
-	(*FactValues)(nil),     // 4: drover.worker.v1.FactValues
-	(*RunningCommand)(nil), // 5: drover.worker.v1.RunningCommand
-	(*Hello)(nil),          // 6: drover.worker.v1.Hello
-	(*Output)(nil),         // 7: drover.worker.v1.Output
-	(*Finished)(nil),       // 8: drover.worker.v1.Finished
-	(*FactsUpdate)(nil),    // 9: drover.worker.v1.FactsUpdate
-	(*WorkerMessage)(nil),  // 10: drover.worker.v1.WorkerMessage
-	(*Welcome)(nil),        // 11: drover.worker.v1.Welcome
-	(*Probe)(nil),          // 12: drover.worker.v1.Probe
-	(*SetProbes)(nil),      // 13: drover.worker.v1.SetProbes
-	(*RunCommand)(nil),     // 14: drover.worker.v1.RunCommand
-	(*Cancel)(nil),         // 15: drover.worker.v1.Cancel
-	(*Ack)(nil),            // 16: drover.worker.v1.Ack
-	(*MasterMessage)(nil),  // 17: drover.worker.v1.MasterMessage
-	nil,                    // 18: drover.worker.v1.Hello.FactsEntry
-	nil,                    // 19: drover.worker.v1.Hello.LabelsEntry
-	nil,                    // 20: drover.worker.v1.FactsUpdate.FactsEntry
-	nil,                    // 21: drover.worker.v1.RunCommand.EnvEntry
+	(Stream)(0),                  // 0: drover.worker.v1.Stream
+	(FinishReason)(0),            // 1: drover.worker.v1.FinishReason
+	(TransferKind)(0),            // 2: drover.worker.v1.TransferKind
+	(*EnrollRequest)(nil),        // 3: drover.worker.v1.EnrollRequest
+	(*EnrollResponse)(nil),       // 4: drover.worker.v1.EnrollResponse
+	(*FactValues)(nil),           // 5: drover.worker.v1.FactValues
+	(*RunningCommand)(nil),       // 6: drover.worker.v1.RunningCommand
+	(*Hello)(nil),                // 7: drover.worker.v1.Hello
+	(*Output)(nil),               // 8: drover.worker.v1.Output
+	(*Finished)(nil),             // 9: drover.worker.v1.Finished
+	(*FactsUpdate)(nil),          // 10: drover.worker.v1.FactsUpdate
+	(*WorkerMessage)(nil),        // 11: drover.worker.v1.WorkerMessage
+	(*StepUpdate)(nil),           // 12: drover.worker.v1.StepUpdate
+	(*Welcome)(nil),              // 13: drover.worker.v1.Welcome
+	(*Probe)(nil),                // 14: drover.worker.v1.Probe
+	(*SetProbes)(nil),            // 15: drover.worker.v1.SetProbes
+	(*RunCommand)(nil),           // 16: drover.worker.v1.RunCommand
+	(*Transfer)(nil),             // 17: drover.worker.v1.Transfer
+	(*TransferAuth)(nil),         // 18: drover.worker.v1.TransferAuth
+	(*UploadStatusRequest)(nil),  // 19: drover.worker.v1.UploadStatusRequest
+	(*UploadStatusResponse)(nil), // 20: drover.worker.v1.UploadStatusResponse
+	(*UploadFileHeader)(nil),     // 21: drover.worker.v1.UploadFileHeader
+	(*UploadChunk)(nil),          // 22: drover.worker.v1.UploadChunk
+	(*UploadResult)(nil),         // 23: drover.worker.v1.UploadResult
+	(*DownloadRequest)(nil),      // 24: drover.worker.v1.DownloadRequest
+	(*DownloadFileHeader)(nil),   // 25: drover.worker.v1.DownloadFileHeader
+	(*DownloadChunk)(nil),        // 26: drover.worker.v1.DownloadChunk
+	(*Cancel)(nil),               // 27: drover.worker.v1.Cancel
+	(*Ack)(nil),                  // 28: drover.worker.v1.Ack
+	(*MasterMessage)(nil),        // 29: drover.worker.v1.MasterMessage
+	nil,                          // 30: drover.worker.v1.Hello.FactsEntry
+	nil,                          // 31: drover.worker.v1.Hello.LabelsEntry
+	nil,                          // 32: drover.worker.v1.FactsUpdate.FactsEntry
+	nil,                          // 33: drover.worker.v1.StepUpdate.UrlsEntry
+	nil,                          // 34: drover.worker.v1.StepUpdate.PropertiesEntry
+	nil,                          // 35: drover.worker.v1.RunCommand.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
-	12, // 0: drover.worker.v1.EnrollResponse.probes:type_name -> drover.worker.v1.Probe
-	18, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
-	19, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
-	5,  // 3: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
+	14, // 0: drover.worker.v1.EnrollResponse.probes:type_name -> drover.worker.v1.Probe
+	30, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
+	31, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
+	6,  // 3: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
 	0,  // 4: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
 	1,  // 5: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
-	20, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
-	6,  // 7: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
-	7,  // 8: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
-	8,  // 9: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
-	9,  // 10: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
-	12, // 11: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
-	12, // 12: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
-	21, // 13: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
-	11, // 14: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
-	14, // 15: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
-	15, // 16: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
-	16, // 17: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
-	13, // 18: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
-	4,  // 19: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	4,  // 20: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	2,  // 21: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
-	10, // 22: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
-	3,  // 23: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
-	17, // 24: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
-	23, // [23:25] is the sub-list for method output_type
-	21, // [21:23] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	32, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
+	7,  // 7: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
+	8,  // 8: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
+	9,  // 9: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
+	10, // 10: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
+	12, // 11: drover.worker.v1.WorkerMessage.step_update:type_name -> drover.worker.v1.StepUpdate
+	33, // 12: drover.worker.v1.StepUpdate.urls:type_name -> drover.worker.v1.StepUpdate.UrlsEntry
+	34, // 13: drover.worker.v1.StepUpdate.properties:type_name -> drover.worker.v1.StepUpdate.PropertiesEntry
+	14, // 14: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
+	14, // 15: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
+	35, // 16: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
+	17, // 17: drover.worker.v1.RunCommand.transfer:type_name -> drover.worker.v1.Transfer
+	2,  // 18: drover.worker.v1.Transfer.kind:type_name -> drover.worker.v1.TransferKind
+	18, // 19: drover.worker.v1.UploadStatusRequest.auth:type_name -> drover.worker.v1.TransferAuth
+	18, // 20: drover.worker.v1.UploadFileHeader.auth:type_name -> drover.worker.v1.TransferAuth
+	21, // 21: drover.worker.v1.UploadChunk.header:type_name -> drover.worker.v1.UploadFileHeader
+	18, // 22: drover.worker.v1.DownloadRequest.auth:type_name -> drover.worker.v1.TransferAuth
+	25, // 23: drover.worker.v1.DownloadChunk.header:type_name -> drover.worker.v1.DownloadFileHeader
+	13, // 24: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
+	16, // 25: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
+	27, // 26: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
+	28, // 27: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
+	15, // 28: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
+	5,  // 29: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	5,  // 30: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	3,  // 31: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
+	11, // 32: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
+	19, // 33: drover.worker.v1.Worker.UploadStatus:input_type -> drover.worker.v1.UploadStatusRequest
+	22, // 34: drover.worker.v1.Worker.Upload:input_type -> drover.worker.v1.UploadChunk
+	24, // 35: drover.worker.v1.Worker.Download:input_type -> drover.worker.v1.DownloadRequest
+	4,  // 36: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
+	29, // 37: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
+	20, // 38: drover.worker.v1.Worker.UploadStatus:output_type -> drover.worker.v1.UploadStatusResponse
+	23, // 39: drover.worker.v1.Worker.Upload:output_type -> drover.worker.v1.UploadResult
+	26, // 40: drover.worker.v1.Worker.Download:output_type -> drover.worker.v1.DownloadChunk
+	36, // [36:41] is the sub-list for method output_type
+	31, // [31:36] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1644,8 +2503,9 @@ func file_worker_proto_init() {
 		(*WorkerMessage_Output)(nil),
 		(*WorkerMessage_Finished)(nil),
 		(*WorkerMessage_Facts)(nil),
+		(*WorkerMessage_StepUpdate)(nil),
 	}
-	file_worker_proto_msgTypes[15].OneofWrappers = []any{
+	file_worker_proto_msgTypes[26].OneofWrappers = []any{
 		(*MasterMessage_Welcome)(nil),
 		(*MasterMessage_Run)(nil),
 		(*MasterMessage_Cancel)(nil),
@@ -1657,8 +2517,8 @@ func file_worker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,8 +32,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Worker_Enroll_FullMethodName  = "/drover.worker.v1.Worker/Enroll"
-	Worker_Connect_FullMethodName = "/drover.worker.v1.Worker/Connect"
+	Worker_Enroll_FullMethodName       = "/drover.worker.v1.Worker/Enroll"
+	Worker_Connect_FullMethodName      = "/drover.worker.v1.Worker/Connect"
+	Worker_UploadStatus_FullMethodName = "/drover.worker.v1.Worker/UploadStatus"
+	Worker_Upload_FullMethodName       = "/drover.worker.v1.Worker/Upload"
+	Worker_Download_FullMethodName     = "/drover.worker.v1.Worker/Download"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -47,6 +50,16 @@ type WorkerClient interface {
 	// message must be a Hello; the master answers Welcome or closes the
 	// stream with an error.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkerMessage, MasterMessage], error)
+	// UploadStatus tells how much of a file of an upload transfer the master
+	// already holds, so that an upload broken by a reconnect resumes there.
+	UploadStatus(ctx context.Context, in *UploadStatusRequest, opts ...grpc.CallOption) (*UploadStatusResponse, error)
+	// Upload sends one file of an upload transfer (worker → master): an
+	// UploadChunk with the header first, then data, the last one carrying
+	// the file's sha256.
+	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadChunk, UploadResult], error)
+	// Download sends the files of a download transfer (master → worker):
+	// for each file a header, its data, then its sha256.
+	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadChunk], error)
 }
 
 type workerClient struct {
@@ -80,6 +93,48 @@ func (c *workerClient) Connect(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_ConnectClient = grpc.BidiStreamingClient[WorkerMessage, MasterMessage]
 
+func (c *workerClient) UploadStatus(ctx context.Context, in *UploadStatusRequest, opts ...grpc.CallOption) (*UploadStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UploadStatusResponse)
+	err := c.cc.Invoke(ctx, Worker_UploadStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadChunk, UploadResult], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[1], Worker_Upload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadChunk, UploadResult]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_UploadClient = grpc.ClientStreamingClient[UploadChunk, UploadResult]
+
+func (c *workerClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[2], Worker_Download_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRequest, DownloadChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_DownloadClient = grpc.ServerStreamingClient[DownloadChunk]
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -91,6 +146,16 @@ type WorkerServer interface {
 	// message must be a Hello; the master answers Welcome or closes the
 	// stream with an error.
 	Connect(grpc.BidiStreamingServer[WorkerMessage, MasterMessage]) error
+	// UploadStatus tells how much of a file of an upload transfer the master
+	// already holds, so that an upload broken by a reconnect resumes there.
+	UploadStatus(context.Context, *UploadStatusRequest) (*UploadStatusResponse, error)
+	// Upload sends one file of an upload transfer (worker → master): an
+	// UploadChunk with the header first, then data, the last one carrying
+	// the file's sha256.
+	Upload(grpc.ClientStreamingServer[UploadChunk, UploadResult]) error
+	// Download sends the files of a download transfer (master → worker):
+	// for each file a header, its data, then its sha256.
+	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadChunk]) error
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -106,6 +171,15 @@ func (UnimplementedWorkerServer) Enroll(context.Context, *EnrollRequest) (*Enrol
 }
 func (UnimplementedWorkerServer) Connect(grpc.BidiStreamingServer[WorkerMessage, MasterMessage]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedWorkerServer) UploadStatus(context.Context, *UploadStatusRequest) (*UploadStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UploadStatus not implemented")
+}
+func (UnimplementedWorkerServer) Upload(grpc.ClientStreamingServer[UploadChunk, UploadResult]) error {
+	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedWorkerServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadChunk]) error {
+	return status.Error(codes.Unimplemented, "method Download not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -153,6 +227,42 @@ func _Worker_Connect_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_ConnectServer = grpc.BidiStreamingServer[WorkerMessage, MasterMessage]
 
+func _Worker_UploadStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServer).UploadStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Worker_UploadStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServer).UploadStatus(ctx, req.(*UploadStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Worker_Upload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerServer).Upload(&grpc.GenericServerStream[UploadChunk, UploadResult]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_UploadServer = grpc.ClientStreamingServer[UploadChunk, UploadResult]
+
+func _Worker_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServer).Download(m, &grpc.GenericServerStream[DownloadRequest, DownloadChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_DownloadServer = grpc.ServerStreamingServer[DownloadChunk]
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -164,6 +274,10 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Enroll",
 			Handler:    _Worker_Enroll_Handler,
 		},
+		{
+			MethodName: "UploadStatus",
+			Handler:    _Worker_UploadStatus_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -171,6 +285,16 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Worker_Connect_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Upload",
+			Handler:       _Worker_Upload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Download",
+			Handler:       _Worker_Download_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "worker.proto",
