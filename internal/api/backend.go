@@ -57,6 +57,9 @@ type Backend interface {
 	// ConfigStatus says which config is in force and how the last load
 	// went.
 	ConfigStatus() ConfigStatus
+	// Site says which master this is and which masters share its
+	// database, alive or not.
+	Site(ctx context.Context) (SiteStatus, error)
 	// Reload loads the master's config file again with the checkconfig
 	// loader. A broken config is refused (Invalid, with file:line in the
 	// message) and the one in force stays; running builds are never

@@ -86,6 +86,10 @@ func (b *testBackend) Builder(name string) (*drover.Builder, bool) {
 	return nil, false
 }
 
+func (b *testBackend) Site(context.Context) (SiteStatus, error) {
+	return SiteStatus{This: "test"}, nil
+}
+
 func (b *testBackend) ConfigStatus() ConfigStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -11,7 +11,20 @@ import (
 )
 
 func (s *server) version(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, VersionInfo{Version: s.opts.Version, Protocol: workerproto.ProtocolVersion})
+	site, err := s.b.Site(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, VersionInfo{Version: s.opts.Version, Protocol: workerproto.ProtocolVersion, Master: site.This})
+	return nil
+}
+
+func (s *server) site(w http.ResponseWriter, r *http.Request) error {
+	site, err := s.b.Site(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, site)
 	return nil
 }
 

@@ -291,6 +291,15 @@ func (c *Client) Version(ctx context.Context) (*VersionInfo, error) {
 	return &out, nil
 }
 
+// Site lists the masters sharing the master's database.
+func (c *Client) Site(ctx context.Context) (*SiteStatus, error) {
+	var out SiteStatus
+	if err := c.call(ctx, http.MethodGet, "/masters", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Log copies the bytes of log id from offset to w. With follow it keeps
 // copying live output until the log is complete or ctx is done; without,
 // it copies what is stored now. It is a stream: Timeout does not apply.

@@ -78,6 +78,8 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 	read("GET /api/v1/builds", s.listBuilds)
 	read("GET /api/v1/builds/{id}", s.getBuild)
 	read("GET /api/v1/builds/{id}/steps", s.listSteps)
+	read("GET /api/v1/builds/{id}/artifacts", s.listArtifacts)
+	read("GET /api/v1/artifacts/{id}", s.getArtifact)
 	write("POST /api/v1/builds/{id}/cancel", s.cancelBuild)
 
 	read("GET /api/v1/requests", s.listRequests)
@@ -101,6 +103,7 @@ func NewHandler(b Backend, logger *slog.Logger, opts Options) http.Handler {
 	write("POST /api/v1/changes", s.addChange)
 
 	read("GET /api/v1/config", s.getConfig)
+	read("GET /api/v1/masters", s.site)
 	admin("POST /api/v1/config/reload", s.reloadConfig)
 
 	read("GET /api/v1/events", s.streamEvents)

@@ -147,6 +147,8 @@ func TestNotFoundAndBadPaths(t *testing.T) {
 	}{
 		{"GET", "/api/v1/builds/99", "", 404, "build 99 not found"},
 		{"GET", "/api/v1/builds/99/steps", "", 404, "build 99 not found"},
+		{"GET", "/api/v1/builds/99/artifacts", "", 404, "build 99 not found"},
+		{"GET", "/api/v1/artifacts/5", "", 404, "serves no artifacts"},
 		{"GET", "/api/v1/builders/nosuch", "", 404, `no builder "nosuch"`},
 		{"GET", "/api/v1/builders/nosuch/eligibility", "", 404, `no builder "nosuch"`},
 		{"GET", "/api/v1/builders/docs/builds/7", "", 404, "not found"},

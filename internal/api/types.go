@@ -92,6 +92,22 @@ type WorkerDetail struct {
 type VersionInfo struct {
 	Version  string `json:"version,omitempty"`
 	Protocol int    `json:"protocol"`
+	// Master is the ID of the master that answered, in its site.
+	Master string `json:"master,omitempty"`
+}
+
+// SiteStatus is the masters sharing one database (GET /api/v1/masters).
+type SiteStatus struct {
+	// This is the ID of the master that answered.
+	This    string         `json:"this"`
+	Masters []MasterStatus `json:"masters"`
+}
+
+// MasterStatus is one master of a site. A master is alive while its
+// heartbeat is younger than the site timeout.
+type MasterStatus struct {
+	drover.Master
+	Alive bool `json:"alive"`
 }
 
 // LogEnd is the data of the final `end` event of a log stream: the log's

@@ -169,25 +169,31 @@ func (c *childFleet) Close() error {
 }
 
 // readRSS reads a process's resident set size from /proc (Linux).
-func readRSS(pid int) (uint64, error) {
+func readRSS(pid int) (uint64, error) { return readStatus(pid, "VmRSS") }
+
+// readStatus reads a size in kB from a process's /proc status (Linux):
+// VmRSS, or its parts RssAnon (the process's own memory) and RssFile
+// (pages of files it maps, its executable's mostly, shared with every
+// other process mapping them and reclaimable by the kernel).
+func readStatus(pid int, key string) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("read status of process %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) < 1 {
 				break
 			}
 			kb, err := strconv.ParseUint(f[0], 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("VmRSS of process %d: %w", pid, err)
+				return 0, fmt.Errorf("%s of process %d: %w", key, pid, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("process %d: no VmRSS", pid)
+	return 0, fmt.Errorf("process %d: no %s", pid, key)
 }
 
 // terminate asks a process to stop as a service manager would.

@@ -282,16 +282,24 @@ func runWorker(ctx context.Context, e *env, res *Result) error {
 		return fmt.Errorf("%w (worker log: %s)", err, tail(filepath.Join(e.dir, "worker.log")))
 	}
 	time.Sleep(2 * time.Second) // past start-up: fact probes, first availability check
-	var idle uint64
+	var idle, anon, file uint64
 	for range 5 {
 		rss, err := readRSS(cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
 		idle = max(idle, rss)
+		if a, err := readStatus(cmd.Process.Pid, "RssAnon"); err == nil {
+			anon = max(anon, a)
+		}
+		if f, err := readStatus(cmd.Process.Pid, "RssFile"); err == nil {
+			file = max(file, f)
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	res.atMost("idle worker RSS", mib(idle), "MiB", 15)
+	res.add("idle worker RssAnon (its own memory)", mib(anon), "MiB")
+	res.add("idle worker RssFile (pages of the drover binary, shared)", mib(file), "MiB")
 
 	req := &drover.BuildRequest{Builder: "b0", Reason: "bench"}
 	start := time.Now()

@@ -19,6 +19,7 @@ const (
 	BuildFinished  Type = "build.finished"
 	StepStarted    Type = "step.started"
 	StepFinished   Type = "step.finished"
+	StepUpdated    Type = "step.updated" // a running step's links changed
 	RequestAdded   Type = "request.added"
 	RequestChanged Type = "request.changed"
 	WorkerChanged  Type = "worker.changed"
@@ -37,6 +38,9 @@ type Event struct {
 	Worker  string `json:"worker,omitempty"`
 	Request int64  `json:"request_id,omitempty"`
 	Result  string `json:"result,omitempty"`
+	// Origin is the ID of the master of the site where it happened, for
+	// events that came from another master; "" for this master's own.
+	Origin string `json:"origin,omitempty"`
 }
 
 // subscriberBuffer bounds what a slow subscriber can hold before it lags.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
@@ -47,10 +48,15 @@ func (m *Master) Events() *events.Subscription { return m.bus.Subscribe() }
 
 // ReadLog implements api.Backend.
 func (m *Master) ReadLog(ctx context.Context, id int64, offset int64, w io.Writer) error {
-	if _, err := m.store.GetLog(ctx, id); err != nil {
+	l, err := m.store.GetLog(ctx, id)
+	if err != nil {
 		return err
 	}
-	_, err := m.logs.Copy(ctx, id, offset, w)
+	if m.foreignLog(ctx, l) {
+		_, err = m.logs.CopyShared(ctx, id, offset, w)
+	} else {
+		_, err = m.logs.Copy(ctx, id, offset, w)
+	}
 	if drover.KindOf(err) == drover.NotFound {
 		return nil // indexed but nothing written yet (or expired): empty
 	}
@@ -63,11 +69,29 @@ func (m *Master) FollowLog(ctx context.Context, id int64, offset int64, fn func(
 	if err != nil {
 		return err
 	}
-	err = m.logs.Follow(ctx, id, offset, fn)
+	if m.foreignLog(ctx, l) {
+		err = m.logs.FollowShared(ctx, id, offset, sharedLogPoll, fn)
+	} else {
+		err = m.logs.Follow(ctx, id, offset, fn)
+	}
 	if drover.KindOf(err) == drover.NotFound && l.Complete {
 		return nil
 	}
 	return err
+}
+
+// sharedLogPoll is how often a log another master writes is looked at
+// for new output: about as often as its writer flushes.
+const sharedLogPoll = 250 * time.Millisecond
+
+// foreignLog tells whether another master of the site writes log l: it
+// must then be read without being touched, and followed by polling.
+func (m *Master) foreignLog(ctx context.Context, l *drover.Log) bool {
+	if !m.shared || l.Complete {
+		return false
+	}
+	b, err := m.store.GetBuild(ctx, l.BuildID)
+	return err == nil && b.State == drover.BuildRunning && b.Master != m.id && b.Master != ""
 }
 
 // Force implements api.Backend.

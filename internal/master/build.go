@@ -83,6 +83,8 @@ type command struct {
 	// skip is how many bytes of replayed output the log already holds
 	// (written before a master restart): dropped before appending.
 	skip int64
+	// pub is what the command published about its step (steplinks.go).
+	pub published
 }
 
 func (c *command) flush(m *Master) {
@@ -412,6 +414,7 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 	b := &r.build
 	sctx := context.WithoutCancel(r.ctx)
 	st.State, st.Started = drover.StepRunning, m.now()
+	stepURLs(spec, st, props, facts)
 	if err := m.store.UpdateStep(sctx, st); err != nil {
 		m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
 	}
@@ -438,6 +441,9 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 	if spec.Kind == drover.StepCheckout {
 		header = fmt.Sprintf("$ git checkout of %s (branch %q, revision %q)\n  in %s/%s on %s\n\n",
 			run.Env["DROVER_GIT_URL"], run.Env["DROVER_GIT_BRANCH"], run.Env["DROVER_GIT_REVISION"], run.Builder, run.Workdir, b.Worker)
+	}
+	if run.Transfer != nil {
+		header = transferHeader(run, b.Worker)
 	}
 	if err := m.logs.Append(l.ID, []byte(header)); err != nil {
 		return end(drover.Exception, "could not write log: "+err.Error())
@@ -474,6 +480,7 @@ func (r *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *co
 	b := &r.build
 	sctx := context.WithoutCancel(r.ctx)
 	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
+		c.mergePublished(st, nil) // links the command published stay on the step
 		if keepOpen {
 			st.ExitCode = exit
 			return res, summary, nil
@@ -535,7 +542,7 @@ func (r *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *co
 	c.mu.Lock()
 	out := append([]byte(nil), c.stdout...)
 	c.mu.Unlock()
-	newProps := extractProperties(spec, out)
+	newProps := c.mergePublished(st, extractProperties(spec, out))
 	r2, s2, _ := end(res, summary, &exit)
 	return r2, s2, newProps
 }
@@ -659,6 +666,15 @@ func (m *Master) CancelBuild(ctx context.Context, id int64, reason string) error
 		}
 		if b.State == drover.BuildFinished {
 			return drover.Errorf(drover.Conflict, "build %d has already finished (%s)", id, b.Result)
+		}
+		if m.shared && b.Master != m.id && b.Master != "" {
+			// Another master of the site drives it: ask it.
+			if reason == "" {
+				reason = "cancelled by request"
+			}
+			m.notify(ctx, notice{Kind: noticeCancel, Build: id, Reason: reason})
+			m.logger.Info("build cancel passed to its master", "build", id, "master", b.Master, "reason", reason)
+			return nil
 		}
 		return drover.Errorf(drover.Conflict, "build %d is not running on this master", id)
 	}

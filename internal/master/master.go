@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,9 @@ type Options struct {
 
 // Master is a running master. Make it with New, start it with Run.
 type Master struct {
+	id         string // identity in the site (see site.go)
 	dir        string
+	data       string // logs and artifacts: dir, or the site's shared directory
 	configPath string
 	base       *slog.Logger // without a component, for the parts the master wires
 	logger     *slog.Logger
@@ -78,18 +81,22 @@ type Master struct {
 
 	cfg   atomic.Pointer[config.Config]
 	store store.Store
-	logs  *logstore.Dir
-	bus   *events.Bus
-	hub   *workerhub.Hub
-	auth  *tokens.Cache
-	met   *metrics
-	reg   *prometheus.Registry
+	// shared is set when the store can be shared with other masters
+	// (PostgreSQL): notices then cross between them.
+	shared bool
+	logs   *logstore.Dir
+	bus    *events.Bus
+	hub    *workerhub.Hub
+	auth   *tokens.Cache
+	met    *metrics
+	reg    *prometheus.Registry
 
 	httpLn, grpcLn net.Listener
 	grpcTLS        *tls.Config
 	fingerprint    string
 
 	reload  reloadState
+	site    siteState
 	stopReq chan time.Duration // Stop's request, with its grace
 	stopNow chan struct{}      // closed by StopNow
 	nowOnce sync.Once
@@ -111,6 +118,7 @@ type Master struct {
 	noWorker  map[int64]time.Time                    // since when a pending request has had no eligible worker online
 	locks     *lockManager
 	draining  bool // stopping: take no new builds
+	fencing   bool // letting go of builds after a lapsed heartbeat: take no new ones
 	closed    bool
 }
 
@@ -137,6 +145,11 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
 		waiting: map[int64]string{}, noWorker: map[int64]time.Time{},
 	}
+	id, err := loadMasterID(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	m.id = id
 	cfg := o.Config
 	m.cfg.Store(cfg)
 	m.locks = newLockManager(cfg.Locks)
@@ -147,6 +160,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		dsn = filepath.Join(o.Dir, "state.sqlite")
 	}
 	st, err := store.Open(ctx, dsn)
+	m.shared = strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -155,7 +169,9 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		m.closeResources()
 		return nil, err
 	}
-	logs, err := logstore.Open(filepath.Join(o.Dir, "logs"), logstore.Options{MaxBytes: cfg.Master.LogMaxBytes, Logger: o.Logger.With("component", "logstore")})
+	data := sharedDir(o.Dir, cfg)
+	m.data = data
+	logs, err := logstore.Open(filepath.Join(data, "logs"), logstore.Options{MaxBytes: cfg.Master.LogMaxBytes, Logger: o.Logger.With("component", "logstore")})
 	if err != nil {
 		return fail(fmt.Errorf("open log store: %w", err))
 	}
@@ -165,7 +181,8 @@ func New(ctx context.Context, o Options) (*Master, error) {
 	m.met = newMetrics(m.reg, m)
 
 	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now,
-		Probes: func() *pb.SetProbes { return probesOf(m.config()) }})
+		Probes:      func() *pb.SetProbes { return probesOf(m.config()) },
+		ArtifactDir: ArtifactDir(data), FilesDir: FilesDir(o.Dir)})
 
 	httpAddr, grpcAddr := cfg.Master.HTTP, cfg.Master.Workers
 	if o.HTTPAddr != "" {
@@ -193,6 +210,19 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		return fail(fmt.Errorf("listen for workers: %w", err))
 	}
 	return m, nil
+}
+
+// sharedDir is where logs and artifacts live: the config's shared_dir,
+// relative to the master's directory, or that directory.
+func sharedDir(dir string, cfg *config.Config) string {
+	d := cfg.Master.SharedDir
+	switch {
+	case d == "":
+		return dir
+	case filepath.IsAbs(d):
+		return d
+	}
+	return filepath.Join(dir, d)
 }
 
 func isLoopback(addr string) bool {
@@ -239,6 +269,10 @@ func (m *Master) Run(ctx context.Context) error {
 		}
 	}()
 
+	m.site.mu.Lock()
+	m.site.started, m.site.lastBeat = m.now(), m.now()
+	m.site.mu.Unlock()
+	m.beat(life)
 	if err := m.recover(life); err != nil {
 		return err
 	}
@@ -277,7 +311,13 @@ func (m *Master) Run(ctx context.Context) error {
 	g.Go(func() error { m.schedulerLoop(gctx); return nil })
 	g.Go(func() error { m.flushLoop(gctx); return nil })
 	g.Go(func() error { m.janitorLoop(gctx); return nil })
-	ps := newPollers(gctx, m)
+	g.Go(func() error { m.siteLoop(gctx); return nil })
+	if m.shared {
+		sub := m.bus.Subscribe()
+		g.Go(func() error { m.forwardEvents(gctx, sub); return nil })
+		g.Go(func() error { return m.listenSite(gctx) })
+	}
+	ps := newPollers(gctx, m, !m.shared)
 	m.pollers.Store(ps)
 	ps.apply(m.config().Sources)
 	g.Go(func() error {
@@ -300,6 +340,11 @@ func (m *Master) Run(ctx context.Context) error {
 		defer done()
 		_ = hs.Shutdown(shutdownCtx)
 		m.hub.CloseAll(errors.New("master stopping"))
+		// Gone from the site: the other masters take over at once what
+		// this one leaves running.
+		if err := m.store.RemoveMaster(shutdownCtx, m.id); err != nil {
+			m.logger.Warn("leave the site", "err", err)
+		}
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {
@@ -384,7 +429,7 @@ func (m *Master) closeResources() {
 // on in their workers, which come back on their own), or, when that cannot
 // be, end as retry with their requests back in the queue.
 func (m *Master) recover(ctx context.Context) error {
-	if err := m.store.MarkAllDisconnected(ctx); err != nil {
+	if err := m.store.MarkDisconnected(ctx, m.id); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	workers, err := m.store.ListWorkers(ctx)
@@ -398,17 +443,11 @@ func (m *Master) recover(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
-	left, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
-	if err != nil {
+	if err := m.adoptOwn(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	for _, b := range left {
-		if r, why := m.resumable(ctx, b); r != nil {
-			m.startRecovered(r)
-			continue
-		} else if err := m.giveUpBuild(ctx, b, why); err != nil {
-			return err
-		}
+	if err := m.adoptOrphans(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
 	}
 	cfg := m.config()
 	return m.cancelOrphanRequests(ctx, cfg)
@@ -524,7 +563,10 @@ func (m *Master) janitorLoop(ctx context.Context) {
 	t := time.NewTicker(janitorInterval)
 	defer t.Stop()
 	for {
-		m.expireLogs(ctx)
+		if m.leads() {
+			m.expireLogs(ctx)
+			m.expireArtifacts(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -14,11 +14,18 @@ import (
 // pollers runs one git poller per polled source and follows reloads: a
 // source whose definition did not change keeps its poller (and so its
 // memory of what it has seen); new ones start, removed ones stop.
+//
+// In a site only one master polls, its leader (the live master with the
+// lowest ID), or every change would be reported once per master. The
+// pollers' mirrors live in the shared directory, so a new leader goes on
+// from what the previous one had seen.
 type pollers struct {
 	m   *Master
 	ctx context.Context
 
 	mu      sync.Mutex
+	sources []drover.GitSource
+	leader  bool
 	running map[string]*runningPoller // by pollerKey
 	wg      sync.WaitGroup
 }
@@ -34,20 +41,37 @@ func pollerKey(src drover.GitSource) string {
 	return fmt.Sprintf("%s\x00%s\x00%v\x00%s", src.Name, src.URL, branches, src.Poll)
 }
 
-func newPollers(ctx context.Context, m *Master) *pollers {
-	return &pollers{m: m, ctx: ctx, running: map[string]*runningPoller{}}
+func newPollers(ctx context.Context, m *Master, leader bool) *pollers {
+	return &pollers{m: m, ctx: ctx, leader: leader, running: map[string]*runningPoller{}}
 }
 
-// apply makes the running pollers match sources.
+// apply makes the running pollers match sources (while this master leads).
 func (ps *pollers) apply(sources []drover.GitSource) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	ps.sources = sources
+	ps.syncLocked()
+}
+
+// setLeader starts or stops polling as this master gains or loses the
+// site's lead.
+func (ps *pollers) setLeader(leader bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if leader != ps.leader {
+		ps.m.logger.Info("site lead changed", "polling", leader)
+	}
+	ps.leader = leader
+	ps.syncLocked()
+}
+
+func (ps *pollers) syncLocked() {
 	if ps.ctx.Err() != nil {
 		return
 	}
 	want := map[string]drover.GitSource{}
-	for _, src := range sources {
-		if src.Poll > 0 {
+	for _, src := range ps.sources {
+		if src.Poll > 0 && ps.leader {
 			want[pollerKey(src)] = src
 		}
 	}
@@ -63,7 +87,7 @@ func (ps *pollers) apply(sources []drover.GitSource) {
 		}
 		ctx, cancel := context.WithCancel(ps.ctx)
 		ps.running[key] = &runningPoller{cancel: cancel}
-		gp := changes.NewGitPoller(src, filepath.Join(ps.m.dir, "pollers"), ps.m.base)
+		gp := changes.NewGitPoller(src, filepath.Join(ps.m.data, "pollers"), ps.m.base)
 		ps.wg.Add(1)
 		go func() {
 			defer ps.wg.Done()

@@ -70,6 +70,8 @@ func (m *Master) resumable(ctx context.Context, b drover.Build) (*buildRun, stri
 			grace = defaultKillGrace
 		}
 		run := &pb.RunCommand{CommandId: id, Builder: b.Builder, KillGraceMs: grace.Milliseconds(), BuildId: b.ID, Step: int32(k)}
+		// A transfer in flight goes on: the master must know what it may touch.
+		run.Transfer = recoveredTransfer(&builder.Steps[k], b.Properties)
 		rp.cmd = newCommand(id, b.Worker, rp.log.ID, run, rp.log.Seq+1, max(0, info.Bytes-rp.log.SeqBytes))
 	}
 	ctx2, cancel := context.WithCancelCause(m.ctx)

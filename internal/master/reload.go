@@ -29,8 +29,20 @@ func (m *Master) ConfigStatus() api.ConfigStatus {
 }
 
 // Reload implements api.Backend: it reloads the config file the master
-// was started from.
+// was started from, and asks the other masters of the site to reload
+// theirs, so a reconfig applies to the whole site.
 func (m *Master) Reload(ctx context.Context) error {
+	if err := m.reloadLocal(ctx); err != nil {
+		return err
+	}
+	if m.shared {
+		m.notify(ctx, notice{Kind: noticeReload})
+	}
+	return nil
+}
+
+// reloadLocal reloads this master's config file.
+func (m *Master) reloadLocal(ctx context.Context) error {
 	if m.configPath == "" {
 		return drover.Errorf(drover.Unavailable, "this master was not started from a config file")
 	}

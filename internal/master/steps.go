@@ -69,7 +69,10 @@ func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drove
 		workdir = interpolate(workdir, props, facts)
 	}
 	var argv []string
+	var transfer *pb.Transfer
 	switch spec.Kind {
+	case drover.StepUpload, drover.StepDownload:
+		transfer = transferFor(spec, workdir, props, facts)
 	case drover.StepCheckout:
 		src := spec.Source
 		env["DROVER_GIT_URL"] = src.URL
@@ -109,6 +112,7 @@ func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drove
 		KillGraceMs:       grace.Milliseconds(),
 		BuildId:           b.ID,
 		Step:              int32(idx),
+		Transfer:          transfer,
 	}
 }
 

@@ -21,8 +21,11 @@ var _ workerhub.Handler = (*Master)(nil)
 
 // WorkerConnected records the worker and decides which of the commands it
 // still holds to keep: those a running build of this master waits for.
-func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand) []string {
+func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand) ([]string, error) {
 	ctx := context.WithoutCancel(m.ctx)
+	if err := m.claimHeld(ctx, s, held); err != nil {
+		return nil, err
+	}
 	w := m.sessionWorker(s)
 	w.Connected, w.ConnectedAt, w.LastSeen = true, s.Since, s.Since
 	if err := m.store.UpsertWorker(ctx, w); err != nil {
@@ -52,7 +55,43 @@ func (m *Master) WorkerConnected(s *workerhub.Session, held []*pb.RunningCommand
 	m.met.workersConnected.Inc()
 	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: s.Name})
 	m.kick()
-	return keep
+	return keep, nil
+}
+
+// claimHeld makes this master the driver of the builds whose commands a
+// connecting worker still runs, when their master is gone: another master
+// of the site died, or this one restarted. A worker holding a command of
+// a build another live master drives is sent back (an error), so it tries
+// the next master of its list; that master's grace decides if it waits.
+func (m *Master) claimHeld(ctx context.Context, s *workerhub.Session, held []*pb.RunningCommand) error {
+	for _, h := range held {
+		m.mu.Lock()
+		_, known := m.cmds[h.GetCommandId()]
+		m.mu.Unlock()
+		var id int64
+		var step int
+		if known {
+			continue
+		}
+		if _, err := fmt.Sscanf(h.GetCommandId(), "b%d-s%d", &id, &step); err != nil {
+			continue // not a command of ours: the worker kills it
+		}
+		b, err := m.store.GetBuild(ctx, id)
+		if err != nil || b.State != drover.BuildRunning || b.Worker != s.Name || b.Master == m.id {
+			continue
+		}
+		live, _, err := m.alive(ctx)
+		if err != nil {
+			return fmt.Errorf("cannot tell which master drives build %d: %w", id, err)
+		}
+		if live[b.Master] {
+			return fmt.Errorf("build %d (command %s) is driven by master %s, which is alive: connect to it", id, h.GetCommandId(), b.Master)
+		}
+		if err := m.adopt(ctx, *b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sessionWorker is the store's view of a session's worker.
@@ -60,7 +99,7 @@ func (m *Master) sessionWorker(s *workerhub.Session) *drover.Worker {
 	a, reason := s.Availability()
 	return &drover.Worker{
 		Name: s.Name, Facts: m.facts(s), Labels: drover.Properties(s.Labels), Version: s.Version,
-		OS: s.OS, Arch: s.Arch, Availability: a, AvailabilityReason: reason, Address: s.Addr,
+		OS: s.OS, Arch: s.Arch, Availability: a, AvailabilityReason: reason, Address: s.Addr, Master: m.id,
 	}
 }
 
@@ -82,6 +121,9 @@ func (m *Master) WorkerDisconnected(s *workerhub.Session, err error) {
 		return
 	}
 	ctx := context.WithoutCancel(m.ctx)
+	if cur, err := m.store.GetWorker(ctx, s.Name); err == nil && cur.Connected && cur.Master != m.id && cur.Master != "" {
+		return // it is connected to another master of the site now
+	}
 	w := m.sessionWorker(s)
 	w.Connected, w.LastSeen = false, s.LastSeen()
 	if err := m.store.UpsertWorker(ctx, w); err != nil {
@@ -233,14 +275,24 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 		snap.Requests = append(snap.Requests, dispatch.Request{ID: r.ID, Builder: r.Builder, Priority: r.Priority, Submitted: r.Submitted,
 			Group: requestGroup(r.Properties)})
 	}
+	if m.shared {
+		// Other masters' builds count against max_builds too.
+		n, err := m.runningByBuilder(ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		snap.RunningByBuilder = n
+	}
 	m.mu.Lock()
-	if m.closed || m.draining {
+	if m.closed || m.draining || m.fencing {
 		m.mu.Unlock()
 		return time.Time{}, nil
 	}
 	groups := map[string]map[string]bool{} // worker → shard groups it runs a part of
 	for _, r := range m.builds {
-		snap.RunningByBuilder[r.build.Builder]++
+		if !m.shared {
+			snap.RunningByBuilder[r.build.Builder]++
+		}
 		if g := r.currentGroup(); g != "" {
 			if groups[r.build.Worker] == nil {
 				groups[r.build.Worker] = map[string]bool{}
@@ -266,7 +318,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 			d.Waiting[req.ID] = "waiting for a lock a running build's step is queued for"
 			continue
 		}
-		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now}
+		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now, Master: m.id}
 		if err := m.store.ClaimRequest(ctx, req.ID, &b); err != nil {
 			m.locks.releaseRequest(req.ID)
 			if drover.KindOf(err) == drover.Conflict {
@@ -315,7 +367,9 @@ func (m *Master) recordWaiting(ctx context.Context, cfg *config.Config, byID map
 		if b, ok := m.Builder(req.Builder); ok && b.ExpireAfter > 0 {
 			expire = b.ExpireAfter
 		}
-		if expire <= 0 {
+		if expire <= 0 || m.othersAlive() {
+			// Another master's workers may be eligible: only a master
+			// alone in its site knows no worker is.
 			continue
 		}
 		if now.Sub(since) >= expire {

@@ -231,6 +231,39 @@ func StartMaster(t testing.TB, config string) *Master {
 	return m
 }
 
+// StartSiteMaster starts a second master of m's site: its own directory
+// with m's config (the same database and shared directory) and m's CA, so
+// that workers pinned to m's fingerprint trust it too.
+func (m *Master) StartSiteMaster(t testing.TB) *Master {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(m.Dir, "master.star"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "master.star"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := Run(t, time.Minute, nil, "master", "init", dir, "--ca-from", m.Dir, "--json")
+	if code != 0 {
+		t.Fatalf("master init --ca-from: exit %d\n%s", code, out)
+	}
+	var secrets struct {
+		CA     string `json:"ca_sha256"`
+		Admin  string `json:"admin_token"`
+		Enroll string `json:"enroll_token"`
+	}
+	if err := json.Unmarshal([]byte(out), &secrets); err != nil {
+		t.Fatalf("master init output: %v\n%s", err, out)
+	}
+	if secrets.CA != m.Fingerprint {
+		t.Fatalf("second master's CA %s, want the site's %s", secrets.CA, m.Fingerprint)
+	}
+	s := &Master{Dir: dir, Fingerprint: secrets.CA, AdminToken: secrets.Admin, EnrollToken: secrets.Enroll}
+	s.start(t)
+	return s
+}
+
 func (m *Master) start(t testing.TB) {
 	t.Helper()
 	addrFile := filepath.Join(m.Dir, "addresses.json")

@@ -14,6 +14,8 @@ const shortHashLen = 12
 type adminPage struct {
 	Config    api.ConfigStatus
 	ShortHash string
+	Site      api.SiteStatus
+	SiteErr   string
 }
 
 // handleAdmin shows the config in force and how the last load went. It
@@ -22,6 +24,12 @@ type adminPage struct {
 func (s *server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 	st := s.b.ConfigStatus()
 	p := adminPage{Config: st, ShortHash: shortHash(st.Hash)}
+	site, err := s.b.Site(r.Context())
+	if err != nil {
+		s.logger.Error("site status", "err", err)
+		p.SiteErr = err.Error()
+	}
+	p.Site = site
 	s.render(w, r, http.StatusOK, "admin", "admin", "Admin", p)
 }
 

@@ -35,6 +35,10 @@ func TestAdminPage(t *testing.T) {
 		`id="reload-form"`, `placeholder="admin token"`, `id="reload-submit">Reload config</button>`,
 		`<code class="cmd">drover reconfig</code>`,
 		`id="config-ok"`,
+		`<tr data-master="ci1"><td><code>ci1</code> <span class="muted">(this one)</span></td>`,
+		`<span class="badge r-success">alive</span>`,
+		`<tr data-master="ci2"><td><code>ci2</code></td>`,
+		`<span class="badge r-exception">dead</span>`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("admin page lacks %q", want)

@@ -115,6 +115,13 @@ func (b *testBackend) Builder(name string) (*drover.Builder, bool) {
 	return nil, false
 }
 
+func (b *testBackend) Site(context.Context) (api.SiteStatus, error) {
+	return api.SiteStatus{This: "ci1", Masters: []api.MasterStatus{
+		{Master: drover.Master{ID: "ci1", URL: "https://ci1.example.org/", WorkersAddr: ":9989"}, Alive: true},
+		{Master: drover.Master{ID: "ci2", URL: "https://ci2.example.org/", WorkersAddr: ":9989"}},
+	}}, nil
+}
+
 func (b *testBackend) ConfigStatus() api.ConfigStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -35,6 +35,7 @@ func (s *server) funcs() template.FuncMap {
 		"shq":       shellQuote,
 		"partRes":   func(r drover.Result) status { return status{string(r), resultClass(string(r))} },
 		"inc":       func(i int) int { return i + 1 },
+		"stepLinks": stepLinks,
 	}
 }
 

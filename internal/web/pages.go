@@ -173,6 +173,8 @@ type buildPage struct {
 	HasBuilder bool // the builder is still in the config
 	// Locks are the locks the build holds or waits for.
 	Locks []buildLock
+	// Artifacts are the files the build uploaded.
+	Artifacts []drover.Artifact
 }
 
 // stepView is a step with its logs, and whether to show it opened.
@@ -205,6 +207,10 @@ func (s *server) buildPage(w http.ResponseWriter, r *http.Request, b *drover.Bui
 	logs, err := st.ListLogs(ctx, b.ID)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list logs of build %d: %w", b.ID, err))
+		return
+	}
+	if p.Artifacts, err = st.ListArtifacts(ctx, b.ID); err != nil {
+		s.fail(w, r, fmt.Errorf("list artifacts of build %d: %w", b.ID, err))
 		return
 	}
 	byStep := make(map[int][]drover.Log)

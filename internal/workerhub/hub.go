@@ -44,17 +44,25 @@ import (
 
 // Handler receives what workers say. Calls for one session come from that
 // session's receive loop, in stream order; calls for different sessions
-// may run concurrently. An error returned from CommandOutput or
-// CommandFinished closes the session's stream as a protocol violation.
+// may run concurrently. An error returned from CommandOutput,
+// CommandFinished or StepUpdate closes the session's stream as a protocol
+// violation.
 type Handler interface {
 	// WorkerConnected is called once a hello is authenticated, before the
 	// welcome. It returns which of the worker's held commands to keep;
-	// the worker kills the rest.
-	WorkerConnected(s *Session, held []*pb.RunningCommand) (keep []string)
+	// the worker kills the rest. An error refuses the worker (it is told
+	// to try again, e.g. on another master of the site) and
+	// WorkerDisconnected is not called.
+	WorkerConnected(s *Session, held []*pb.RunningCommand) (keep []string, err error)
 	// WorkerDisconnected is called when the session ends for any reason.
 	WorkerDisconnected(s *Session, err error)
 	CommandOutput(s *Session, out *pb.Output) error
 	CommandFinished(s *Session, f *pb.Finished) error
+	// StepUpdate applies what a running command published (links and
+	// properties of its step). It may come again for the same command
+	// after a reconnect and must be idempotent. An error closes the
+	// stream, like CommandOutput's.
+	StepUpdate(s *Session, u *pb.StepUpdate) error
 	// FactsChanged is called after the session's facts or availability
 	// changed.
 	FactsChanged(s *Session)
@@ -76,6 +84,10 @@ type Options struct {
 	// reloaded config applies at once. When nil, the Handler is asked if
 	// it implements ApprovalPolicy; otherwise approval is not required.
 	RequireApproval func() bool
+	// ArtifactDir is where uploaded artifacts are kept (DIR/artifacts);
+	// FilesDir the directory downloads may read as "files/" (DIR/files).
+	// Empty: refused. See transfer.go.
+	ArtifactDir, FilesDir string
 }
 
 // ApprovalPolicy is implemented by a Handler that decides whether newly
@@ -96,6 +108,8 @@ type Hub struct {
 	probes  func() *pb.SetProbes
 	// approval reports whether enrolling workers wait for approval.
 	approval func() bool
+
+	xfer *transfers
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -119,7 +133,7 @@ func New(o Options) *Hub {
 	return &Hub{
 		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
 		version: o.Version, helloTO: o.HelloTimeout, now: o.Now, probes: o.Probes, approval: o.RequireApproval,
-		sessions: make(map[string]*Session),
+		sessions: make(map[string]*Session), xfer: newTransfers(o.ArtifactDir, o.FilesDir),
 	}
 }
 
@@ -321,7 +335,12 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	}
 	defer h.remove(s)
 
-	keep := h.handler.WorkerConnected(s, hello.GetRunning())
+	keep, err := h.handler.WorkerConnected(s, hello.GetRunning())
+	if err != nil {
+		log.Info("worker sent elsewhere", "why", err)
+		s.close(err)
+		return status.Error(codes.Unavailable, err.Error())
+	}
 	welcome := &pb.Welcome{ProtocolVersion: pb.ProtocolVersion, MasterVersion: h.version, WorkerName: s.Name, Keep: keep}
 	if h.probes != nil {
 		p := h.probes()
@@ -432,6 +451,13 @@ func (h *Hub) handle(s *Session, m *pb.WorkerMessage) error {
 		}
 		if err := h.handler.CommandFinished(s, msg.Finished); err != nil {
 			return status.Errorf(codes.InvalidArgument, "finished %s: %v", msg.Finished.GetCommandId(), err)
+		}
+	case *pb.WorkerMessage_StepUpdate:
+		if msg.StepUpdate.GetCommandId() == "" {
+			return status.Error(codes.InvalidArgument, "step update without command id")
+		}
+		if err := h.handler.StepUpdate(s, msg.StepUpdate); err != nil {
+			return status.Errorf(codes.InvalidArgument, "step update of %s: %v", msg.StepUpdate.GetCommandId(), err)
 		}
 	case *pb.WorkerMessage_Facts:
 		s.updateFacts(msg.Facts)

@@ -29,10 +29,11 @@ type recorder struct {
 	disconnected []string
 	outputs      []*pb.Output
 	finished     []*pb.Finished
+	updates      []*pb.StepUpdate
 	refuseOutput bool
 }
 
-func (r *recorder) WorkerConnected(s *Session, held []*pb.RunningCommand) []string {
+func (r *recorder) WorkerConnected(s *Session, held []*pb.RunningCommand) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.connected = append(r.connected, s.Name)
@@ -40,7 +41,7 @@ func (r *recorder) WorkerConnected(s *Session, held []*pb.RunningCommand) []stri
 	for _, h := range held {
 		keep = append(keep, h.GetCommandId())
 	}
-	return keep
+	return keep, nil
 }
 
 func (r *recorder) WorkerDisconnected(s *Session, err error) {
@@ -63,6 +64,13 @@ func (r *recorder) CommandFinished(s *Session, f *pb.Finished) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished = append(r.finished, f)
+	return nil
+}
+
+func (r *recorder) StepUpdate(s *Session, u *pb.StepUpdate) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.updates = append(r.updates, u)
 	return nil
 }
 
@@ -254,6 +262,7 @@ func TestSessionLifecycle(t *testing.T) {
 		}
 	}
 	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Output{Output: &pb.Output{CommandId: "c1", Seq: 1, Data: []byte("hi")}}})
+	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_StepUpdate{StepUpdate: &pb.StepUpdate{CommandId: "c1", Urls: map[string]string{"report": "https://example.org/r"}}}})
 	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Finished{Finished: &pb.Finished{CommandId: "c1", LastSeq: 1}}})
 
 	// A malformed message ends that stream only.
@@ -288,6 +297,9 @@ func TestSessionLifecycle(t *testing.T) {
 	if len(f.rec.outputs) != 1 || string(f.rec.outputs[0].GetData()) != "hi" || len(f.rec.finished) != 1 {
 		t.Errorf("handler saw outputs %v, finished %v", f.rec.outputs, f.rec.finished)
 	}
+	if len(f.rec.updates) != 1 || f.rec.updates[0].GetUrls()["report"] != "https://example.org/r" {
+		t.Errorf("handler saw step updates %v", f.rec.updates)
+	}
 }
 
 func TestHelloTimeout(t *testing.T) {
@@ -306,6 +318,7 @@ func FuzzHandle(f *testing.F) {
 	for _, m := range []*pb.WorkerMessage{
 		{Msg: &pb.WorkerMessage_Output{Output: &pb.Output{CommandId: "c", Seq: 1, Data: []byte("x")}}},
 		{Msg: &pb.WorkerMessage_Finished{Finished: &pb.Finished{CommandId: "c", LastSeq: 3}}},
+		{Msg: &pb.WorkerMessage_StepUpdate{StepUpdate: &pb.StepUpdate{CommandId: "c", Properties: map[string]string{"v": "1"}}}},
 		{Msg: &pb.WorkerMessage_Facts{Facts: &pb.FactsUpdate{Availability: "draining", Facts: map[string]*pb.FactValues{"os": {Values: []string{"linux"}}}}}},
 		hello("w", "t"),
 	} {

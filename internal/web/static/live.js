@@ -110,7 +110,7 @@
       ev.type = ev.type || e.type;
       document.querySelectorAll("[data-fragment]").forEach((el) => { if (matches(el, ev)) schedule(el); });
     };
-    ["build.started", "build.finished", "step.started", "step.finished", "request.added", "request.changed",
+    ["build.started", "build.finished", "step.started", "step.updated", "step.finished", "request.added", "request.changed",
       "worker.changed", "change.added", "config.loaded", "lagged"].forEach((t) => es.addEventListener(t, onEvent));
     es.onmessage = onEvent;
     es.onopen = () => {

@@ -1,0 +1,30 @@
+package workerhub
+
+import (
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/drover-ci/drover/internal/workerproto"
+)
+
+// TestStepUpdateWithoutCommand shows that a step update naming no command
+// is a protocol violation: the stream is closed and the handler never
+// sees it.
+func TestStepUpdateWithoutCommand(t *testing.T) {
+	f := newFixture(t)
+	tok := f.enrollWorker(t, "w1")
+	st := f.connect(t, "w1", tok)
+	if err := st.Send(&pb.WorkerMessage{Msg: &pb.WorkerMessage_StepUpdate{StepUpdate: &pb.StepUpdate{Urls: map[string]string{"a": "https://example.org/"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("after a step update without command id: %v, want InvalidArgument", err)
+	}
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
+	if len(f.rec.updates) != 0 {
+		t.Errorf("handler saw %v", f.rec.updates)
+	}
+}
