@@ -41,6 +41,8 @@ type StepKind string
 const (
 	StepShell    StepKind = "shell"    // run a command on the worker
 	StepCheckout StepKind = "checkout" // fetch and check out the build's revision with git
+	StepUpload   StepKind = "upload"   // copy files from the worker to the master, as artifacts
+	StepDownload StepKind = "download" // copy files from the master to the worker
 )
 
 // StepSpec is the definition of one step of a builder.
@@ -77,6 +79,11 @@ type StepSpec struct {
 	// Extract sets properties from the first match of a regular expression
 	// (first capture group, or the whole match) on the command's stdout.
 	Extract map[string]string `json:"extract,omitempty"`
+	// URLs are links the step publishes (name → URL, e.g. a coverage
+	// report), interpolated with the build's properties when the step
+	// starts and shown on the build page and in the API. The command may
+	// add more while it runs (`drover step url NAME URL`).
+	URLs map[string]string `json:"urls,omitempty"`
 
 	// Locks are taken, all or none, when the step starts and released when
 	// it ends.
@@ -92,6 +99,18 @@ type StepSpec struct {
 	Source *GitSource `json:"source,omitempty"`
 	// Mode is "incremental" (keep the clone, fetch) or "full" (clean it).
 	Mode string `json:"mode,omitempty"`
+
+	// Upload and download steps only. Src is, for an upload, the file or
+	// directory to send, relative to the step's Workdir on the worker (and
+	// never leaving the builder's directory); for a download, what to
+	// fetch: "artifact:<path>" (an artifact of this build) or
+	// "files/<path>" (under the master's files directory). Dest is, for an
+	// upload, the artifact path the files go under; for a download, where
+	// they go relative to the step's Workdir. MaxBytes bounds the
+	// transfer's total size.
+	Src      string `json:"src,omitempty"`
+	Dest     string `json:"dest,omitempty"`
+	MaxBytes int64  `json:"max_bytes,omitempty"`
 
 	Pos string `json:"pos,omitempty"`
 }
