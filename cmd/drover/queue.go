@@ -14,7 +14,7 @@ import (
 // queueCmds are the client commands for the queue, locks and the fleet's
 // availability.
 func queueCmds(g *globals) []*cobra.Command {
-	return []*cobra.Command{queueCmd(g), locksCmd(g), workersCmd(g), availabilityCmd(g)}
+	return []*cobra.Command{queueCmd(g), locksCmd(g), workersCmd(g), availabilityCmd(g), mastersCmd(g)}
 }
 
 func queueCmd(g *globals) *cobra.Command {
@@ -126,6 +126,38 @@ func workersCmd(g *globals) *cobra.Command {
 	}
 	cf.add(c)
 	c.AddCommand(approvalCmds(g)...)
+	return c
+}
+
+func mastersCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	c := &cobra.Command{
+		Use:   "masters",
+		Short: "List the masters of the site (sharing one database): alive or dead, last heartbeat",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := cf.client().Site(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MASTER\tSTATE\tHEARTBEAT\tWEB\tWORKERS\tVERSION")
+			for _, m := range st.Masters {
+				state := "dead"
+				if m.Alive {
+					state = "alive"
+				}
+				id := m.ID
+				if id == st.This {
+					id += " (this)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s ago\t%s\t%s\t%s\n", id, state, roughAge(time.Since(m.Heartbeat)),
+					orDash(m.URL), orDash(m.WorkersAddr), orDash(m.Version))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.add(c)
 	return c
 }
 

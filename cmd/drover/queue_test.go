@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/api"
 )
 
 // fakeMaster answers the API calls of the queue commands with fixed data
@@ -54,6 +55,12 @@ func (f *fakeMaster) handler(t *testing.T) http.Handler {
 			{Name: "mac1", Availability: drover.Reluctant, AvailabilityReason: "outside 22:00-06:00"},
 		})
 	})
+	mux.HandleFunc("GET /api/v1/masters", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, api.SiteStatus{This: "ci1-0a", Masters: []api.MasterStatus{
+			{Master: drover.Master{ID: "ci1-0a", URL: "https://ci1.example.org/", WorkersAddr: ":9989", Version: "0.3.0", Heartbeat: now}, Alive: true},
+			{Master: drover.Master{ID: "ci2-0b", WorkersAddr: ":9989", Version: "0.3.0", Heartbeat: now.Add(-3 * time.Hour)}},
+		}})
+	})
 	mux.HandleFunc("POST /api/v1/workers/{name}/availability", func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Availability, Reason string }
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
@@ -95,6 +102,11 @@ func TestQueueCommands(t *testing.T) {
 		{"workers", []string{"workers"}, []string{
 			"deb1    yes        draining      operator 0e01: disk swap (worker's own: eager)  linux/amd64  0.3.0",
 			"mac1    no         reluctant     worker: outside 22:00-06:00                     -            -",
+		}},
+		{"masters", []string{"masters"}, []string{
+			"MASTER         STATE  HEARTBEAT  WEB                       WORKERS  VERSION",
+			"ci1-0a (this)  alive  0s ago     https://ci1.example.org/  :9989    0.3.0",
+			"ci2-0b         dead   3h ago     -                         :9989    0.3.0",
 		}},
 		{"availability", []string{"availability", "deb1", "offline", "--reason", "moving racks", "--api-token", "drover_api_0e01_s"}, []string{
 			"worker deb1: offline, set by operator 0e01: moving racks",
