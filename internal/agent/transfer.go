@@ -13,9 +13,12 @@ package agent
 // file, checked against the sha256 the master sends, and renamed into
 // place, never through a symlink that leaves the directory.
 //
-// An upload broken by a lost connection resumes: before each file the
-// agent asks the master how much of it it holds (UploadStatus) and sends
-// the rest. A download is restarted, each file being replaced whole.
+// A transfer broken by a lost connection resumes. An upload asks the
+// master, before each file, how much of it it holds (UploadStatus) and
+// sends the rest. A download asks again, telling the master the files
+// it wrote whole and the bytes it kept of the file it was writing; the
+// master sends the rest, and the whole-file sha256 is checked over the
+// kept bytes and the new ones (see downloader).
 
 import (
 	"context"
@@ -25,8 +28,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -499,7 +504,7 @@ func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *worke
 }
 
 // download fetches the transfer's source into dest under the builder's
-// directory, restarting on a broken connection.
+// directory, resuming across broken streams (see downloader).
 func (a *Agent) download(ctx context.Context, builder, id, dest string, maxBytes int64, say func(string, ...any)) error {
 	root, err := builderRoot(a.dir, builder)
 	if err != nil {
@@ -508,12 +513,14 @@ func (a *Agent) download(ctx context.Context, builder, id, dest string, maxBytes
 	if dest == "" || !filepath.IsLocal(filepath.FromSlash(dest)) {
 		return drover.Errorf(drover.Invalid, "destination %q leaves the build directory: it must be relative, without ..", dest)
 	}
-	auth := a.transferAuth(id, "")
+	d := &downloader{root: root, dest: dest, maxBytes: maxBytes, auth: a.transferAuth(id, ""), say: say,
+		done: make(map[string]string), refetched: make(map[string]bool)}
+	defer d.close()
 	var n int
 	var total int64
 	err = a.retry(ctx, "download", func(client workerproto.WorkerClient) error {
 		var err error
-		n, total, err = downloadAll(ctx, client, auth, root, dest, maxBytes, say)
+		n, total, err = d.fetch(ctx, client)
 		return err
 	})
 	if err != nil {
@@ -523,21 +530,110 @@ func (a *Agent) download(ctx context.Context, builder, id, dest string, maxBytes
 	return nil
 }
 
-func downloadAll(ctx context.Context, client workerproto.WorkerClient, auth *workerproto.TransferAuth, root, dest string, maxBytes int64, say func(string, ...any)) (int, int64, error) {
+// downloader is one download step's state across its attempts. After a
+// broken stream it asks again, naming the files it wrote whole (read
+// back from disk and hashed, so that the master checks what is really
+// there) and how many bytes it holds of the file it was writing, whose
+// temporary file it keeps. A resumed file is checked over all its bytes,
+// the kept ones hashed again from disk, then the new ones; if its sha256
+// does not match it is fetched again from byte 0, once: a second
+// mismatch fails the download.
+type downloader struct {
+	root, dest string
+	maxBytes   int64
+	auth       *workerproto.TransferAuth
+	say        func(string, ...any)
+
+	done      map[string]string // header path → target, of the files written whole
+	partial   *downloadFile     // the file a broken stream left, its temporary file open; nil if none
+	refetched map[string]bool   // header paths fetched again from 0 after a resumed copy failed
+}
+
+// errRefetch ends an attempt whose resumed file failed its check: the
+// next attempt fetches it from byte 0.
+var errRefetch = errors.New("a resumed file failed its check")
+
+// fetch runs attempts until one completes the download or fails with an
+// error other than errRefetch, and returns the download's files and
+// bytes. errRefetch comes at most once per file, so this ends.
+func (d *downloader) fetch(ctx context.Context, client workerproto.WorkerClient) (int, int64, error) {
+	for {
+		n, total, err := d.attempt(ctx, client)
+		if !errors.Is(err, errRefetch) {
+			return n, total, err
+		}
+	}
+}
+
+// request is the Download request for the next attempt, and the sha256
+// of each file it says the worker has whole.
+func (d *downloader) request() (*workerproto.DownloadRequest, map[string]string) {
+	req := &workerproto.DownloadRequest{Auth: d.auth}
+	held := make(map[string]string)
+	for _, rel := range slices.Sorted(maps.Keys(d.done)) {
+		size, sum, err := hashFile(d.done[rel])
+		if err != nil {
+			delete(d.done, rel) // gone or replaced meanwhile: fetch it again
+			continue
+		}
+		held[rel] = sum
+		req.Have = append(req.Have, &workerproto.DownloadHave{Path: rel, Size: size, Sha256: sum})
+	}
+	if p := d.partial; p != nil {
+		req.Partial = &workerproto.DownloadPartial{Path: p.rel, Offset: p.written}
+	}
+	return req, held
+}
+
+// hashFile returns the size and sha256 of the regular file p.
+func hashFile(p string) (int64, string, error) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return 0, "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, "", fmt.Errorf("%s is not a regular file", p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// attempt makes one Download call and writes what it brings. A stream
+// that breaks mid-file leaves that file in d.partial for the next
+// attempt.
+func (d *downloader) attempt(ctx context.Context, client workerproto.WorkerClient) (n int, total int64, err error) {
+	req, held := d.request()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.Download(sctx, &workerproto.DownloadRequest{Auth: auth})
+	stream, err := client.Download(sctx, req)
 	if err != nil {
 		return 0, 0, err
 	}
-	var (
-		n     int
-		total int64
-		cur   *downloadFile
-	)
+	var cur *downloadFile
+	broken := false
 	defer func() {
 		if cur != nil {
-			cur.abort()
+			if broken && cur.tmp != nil && cur.written > 0 {
+				if d.partial != nil {
+					d.partial.abort() // a later file, not reached: only the latest is kept
+				}
+				d.partial = cur
+			} else {
+				cur.abort()
+			}
+		}
+		if err == nil && d.partial != nil {
+			d.partial.abort() // a file the master no longer sends
+			d.partial = nil
 		}
 	}()
 	for {
@@ -549,16 +645,17 @@ func downloadAll(ctx context.Context, client workerproto.WorkerClient, auth *wor
 			return n, total, nil
 		}
 		if err != nil {
+			broken = true
 			return n, total, err
 		}
 		if h := m.GetHeader(); h != nil {
 			if cur != nil {
 				return n, total, status.Error(codes.DataLoss, "a file header before the previous file's sha256")
 			}
-			if maxBytes > 0 && total+h.GetSize() > maxBytes {
-				return n, total, drover.Errorf(drover.Invalid, "download is over max_bytes (%d bytes) at %s", maxBytes, orDot(h.GetPath()))
+			if d.maxBytes > 0 && total+h.GetSize() > d.maxBytes {
+				return n, total, drover.Errorf(drover.Invalid, "download is over max_bytes (%d bytes) at %s", d.maxBytes, orDot(h.GetPath()))
 			}
-			if cur, err = openDownload(root, dest, h); err != nil {
+			if cur, err = d.open(h, held); err != nil {
 				return n, total, err
 			}
 		}
@@ -576,22 +673,113 @@ func downloadAll(ctx context.Context, client workerproto.WorkerClient, auth *wor
 			}
 			f := cur
 			cur = nil
-			if err := f.commit(sum); err != nil {
+			if err := d.commit(f, sum); err != nil {
 				return n, total, err
 			}
 			n++
 			total += f.size
-			say("  %s  %d bytes  sha256 %s", orDot(f.rel), f.size, sum)
 		}
 	}
 }
 
+// open starts the file a header announces, from its offset: 0 for a new
+// temporary file, the length of d.partial to go on with it, or the
+// file's size for one the request said the worker has whole.
+func (d *downloader) open(h *workerproto.DownloadFileHeader, held map[string]string) (*downloadFile, error) {
+	rel, off, size := h.GetPath(), h.GetOffset(), h.GetSize()
+	if off < 0 || off > size {
+		return nil, status.Errorf(codes.DataLoss, "%s: the master starts at byte %d of %d", orDot(rel), off, size)
+	}
+	if p := d.partial; p != nil && p.rel == rel {
+		d.partial = nil
+		if off > 0 && off == p.written {
+			return d.resume(p, h)
+		}
+		p.abort()
+	}
+	switch {
+	case off == 0:
+		return openDownload(d.root, d.dest, h)
+	case off == size && held[rel] != "":
+		return &downloadFile{rel: rel, size: size, written: size, held: held[rel]}, nil
+	}
+	return nil, status.Errorf(codes.DataLoss, "%s: the master resumes at byte %d, which this worker does not hold", orDot(rel), off)
+}
+
+// resume goes on with p, kept from a broken stream, after hashing again
+// the bytes it holds, so that the file's sha256 covers what is really on
+// disk.
+func (d *downloader) resume(p *downloadFile, h *workerproto.DownloadFileHeader) (*downloadFile, error) {
+	p.size, p.mode, p.resumed = h.GetSize(), headerMode(h), p.written
+	p.h = sha256.New()
+	if _, err := p.tmp.Seek(0, io.SeekStart); err != nil {
+		return nil, d.refetch(p, fmt.Errorf("%s: read back: %w", orDot(p.rel), err))
+	}
+	if _, err := io.CopyN(p.h, p.tmp, p.written); err != nil {
+		return nil, d.refetch(p, fmt.Errorf("%s: read back the %d bytes kept: %w", orDot(p.rel), p.written, err))
+	}
+	if err := p.tmp.Truncate(p.written); err != nil {
+		return nil, d.refetch(p, fmt.Errorf("%s: truncate to the %d bytes kept: %w", orDot(p.rel), p.written, err))
+	}
+	d.say("  %s  resuming at byte %d of %d", orDot(p.rel), p.written, p.size)
+	return p, nil
+}
+
+// refetch drops f, a resumed file that failed for why (which names it),
+// and returns errRefetch for the next attempt to fetch it from byte 0,
+// or, if it was fetched again already, why as the download's failure.
+func (d *downloader) refetch(f *downloadFile, why error) error {
+	f.abort()
+	msg := status.Convert(why).Message()
+	if d.refetched[f.rel] {
+		return status.Errorf(codes.DataLoss, "%s (resumed at byte %d, after fetching it again once)", msg, f.resumed)
+	}
+	d.refetched[f.rel] = true
+	d.say("  %s (resumed at byte %d); fetching it again from the start", msg, f.resumed)
+	return errRefetch
+}
+
+// commit ends f with the master's sha256 of the whole file: a new file
+// is checked and moved into place; one the worker has whole is only
+// compared.
+func (d *downloader) commit(f *downloadFile, sum string) error {
+	if f.tmp == nil {
+		if sum != f.held {
+			return status.Errorf(codes.DataLoss, "%s: the master has sha256 %s, not this worker's %s", orDot(f.rel), sum, f.held)
+		}
+		return nil
+	}
+	if err := f.check(sum); err != nil {
+		if f.resumed > 0 {
+			return d.refetch(f, err)
+		}
+		f.abort()
+		return err
+	}
+	if err := f.install(); err != nil {
+		return err
+	}
+	d.done[f.rel] = f.target
+	d.say("  %s  %d bytes  sha256 %s", orDot(f.rel), f.size, sum)
+	return nil
+}
+
+// close drops a partial file the download leaves.
+func (d *downloader) close() {
+	if d.partial != nil {
+		d.partial.abort()
+		d.partial = nil
+	}
+}
+
 // downloadFile is a file being downloaded into a temporary file beside
-// its target.
+// its target, or, with tmp nil, one the worker has whole already.
 type downloadFile struct {
 	rel, target string
 	size        int64
-	written     int64
+	written     int64 // bytes in tmp
+	resumed     int64 // bytes tmp held when this attempt went on with it; 0 if it started it
+	held        string
 	mode        fs.FileMode
 	tmp         *os.File
 	h           hashWriter
@@ -644,40 +832,53 @@ func openDownload(root, dest string, h *workerproto.DownloadFileHeader) (*downlo
 	if err != nil {
 		return nil, fmt.Errorf("create a temporary file: %w", err)
 	}
-	mode := fs.FileMode(h.GetMode()).Perm()
-	if mode == 0 {
-		mode = 0o644
+	return &downloadFile{rel: h.GetPath(), target: target, size: h.GetSize(), mode: headerMode(h), tmp: tmp, h: sha256.New()}, nil
+}
+
+// headerMode is the permission bits a downloaded file gets.
+func headerMode(h *workerproto.DownloadFileHeader) fs.FileMode {
+	if mode := fs.FileMode(h.GetMode()).Perm(); mode != 0 {
+		return mode
 	}
-	return &downloadFile{rel: h.GetPath(), target: target, size: h.GetSize(), mode: mode, tmp: tmp, h: sha256.New()}, nil
+	return 0o644
 }
 
 func (f *downloadFile) write(p []byte) error {
-	f.written += int64(len(p))
-	if f.written > f.size {
+	if f.tmp == nil {
+		return status.Errorf(codes.DataLoss, "%s: data for a file this worker has whole", orDot(f.rel))
+	}
+	if f.written+int64(len(p)) > f.size {
 		return status.Errorf(codes.DataLoss, "%s: more data than its announced %d bytes", orDot(f.rel), f.size)
 	}
-	f.h.Write(p)
-	if _, err := f.tmp.Write(p); err != nil {
+	n, err := f.tmp.Write(p)
+	f.written += int64(n)
+	f.h.Write(p[:n])
+	if err != nil {
 		return fmt.Errorf("write %s: %w", orDot(f.rel), err)
 	}
 	return nil
 }
 
 func (f *downloadFile) abort() {
-	f.tmp.Close()
-	os.Remove(f.tmp.Name())
+	if f.tmp != nil {
+		f.tmp.Close()
+		os.Remove(f.tmp.Name())
+	}
 }
 
-// commit checks the file's size and sha256 and renames it into place.
-func (f *downloadFile) commit(sum string) error {
+// check compares the file's size and sha256 with the master's.
+func (f *downloadFile) check(sum string) error {
 	if f.written != f.size {
-		f.abort()
 		return status.Errorf(codes.DataLoss, "%s: got %d bytes of %d", orDot(f.rel), f.written, f.size)
 	}
 	if got := hex.EncodeToString(f.h.Sum(nil)); got != sum {
-		f.abort()
 		return status.Errorf(codes.DataLoss, "%s: sha256 %s, the master said %s", orDot(f.rel), got, sum)
 	}
+	return nil
+}
+
+// install sets the file's mode and renames it into place.
+func (f *downloadFile) install() error {
 	if err := f.tmp.Chmod(f.mode); err != nil {
 		f.abort()
 		return fmt.Errorf("chmod %s: %w", orDot(f.rel), err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/workerproto"
@@ -259,5 +261,337 @@ func TestUploadResumesAfterABreak(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "data.bin") {
 		t.Errorf("log lacks the file:\n%s", log.String())
+	}
+}
+
+// memFile is a file a downloadMaster serves: rel is its header path, ""
+// for a lone file.
+type memFile struct {
+	rel  string
+	data []byte
+}
+
+// downloadMaster is a fakeMaster that serves the download command "dl1"
+// from memory, resuming as a master does (DownloadRequest.have and
+// partial), and breaks its first Download stream after breakAfter data
+// bytes, as a connection cut mid-file does.
+type downloadMaster struct {
+	*fakeMaster
+	breakAfter int64
+	files      []memFile
+	// before, if set, runs as Download call n (from 1) begins, before
+	// anything is sent.
+	before func(n int)
+	// corrupt lists the calls whose data has a byte flipped in each file
+	// they send from byte 0 (the sha256 stays the true one).
+	corrupt map[int]bool
+	// refuse lists the calls that fail at once, after before, as while
+	// the master is unreachable.
+	refuse map[int]bool
+
+	mu       sync.Mutex
+	requests []*workerproto.DownloadRequest
+	sent     int64 // data bytes sent, over all calls
+	broken   bool
+}
+
+func startDownloadMaster(t *testing.T, breakAfter int64, files ...memFile) *downloadMaster {
+	t.Helper()
+	fm := &fakeMaster{t: t, sessions: make(chan *fakeSession, 16)}
+	fm.autoAck.Store(true)
+	m := &downloadMaster{fakeMaster: fm, breakAfter: breakAfter, files: files}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm.addr = lis.Addr().String()
+	srv := grpc.NewServer()
+	workerproto.RegisterWorkerServer(srv, m)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return m
+}
+
+func hexSum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func (m *downloadMaster) Download(req *workerproto.DownloadRequest, stream workerproto.Worker_DownloadServer) error {
+	if req.GetAuth().GetToken() != testWorkerToken || req.GetAuth().GetCommandId() != "dl1" {
+		return status.Error(codes.Unauthenticated, "bad auth")
+	}
+	m.mu.Lock()
+	m.requests = append(m.requests, proto.CloneOf(req))
+	n := len(m.requests)
+	m.mu.Unlock()
+	if m.before != nil {
+		m.before(n)
+	}
+	if m.refuse[n] {
+		return status.Error(codes.Unavailable, "master unreachable")
+	}
+	have := map[string]*workerproto.DownloadHave{}
+	for _, h := range req.GetHave() {
+		have[h.GetPath()] = h
+	}
+	for _, f := range m.files {
+		size, sum := int64(len(f.data)), hexSum(f.data)
+		var off int64
+		if h := have[f.rel]; h != nil && h.GetSize() == size && h.GetSha256() == sum {
+			off = size
+		} else if p := req.GetPartial(); p != nil && p.GetPath() == f.rel && p.GetOffset() <= size {
+			off = p.GetOffset()
+		}
+		data := f.data
+		if m.corrupt[n] && off == 0 {
+			data = bytes.Clone(data)
+			data[len(data)/2] ^= 0xff
+		}
+		if err := stream.Send(&workerproto.DownloadChunk{Header: &workerproto.DownloadFileHeader{Path: f.rel, Size: size, Mode: 0o640, Offset: off}}); err != nil {
+			return err
+		}
+		for off < size {
+			chunk := data[off:min(off+transferChunk, size)]
+			m.mu.Lock()
+			cut := !m.broken && m.sent+int64(len(chunk)) > m.breakAfter
+			if cut {
+				chunk = chunk[:m.breakAfter-m.sent]
+				m.broken = true
+			}
+			m.sent += int64(len(chunk))
+			m.mu.Unlock()
+			if len(chunk) > 0 {
+				if err := stream.Send(&workerproto.DownloadChunk{Data: chunk}); err != nil {
+					return err
+				}
+			}
+			if cut {
+				return status.Error(codes.Unavailable, "connection cut")
+			}
+			off += int64(len(chunk))
+		}
+		if err := stream.Send(&workerproto.DownloadChunk{Sha256: sum}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runDownload runs the download command dl1 to dest on a worker in dir
+// and returns its Finished and log.
+func runDownload(t *testing.T, m *downloadMaster, dir, dest string) (*workerproto.Finished, string) {
+	t.Helper()
+	a := newTestAgent(t, m.fakeMaster, dir, nil)
+	runAgent(t, a)
+	s := m.Session(t)
+	s.Run(&workerproto.RunCommand{CommandId: "dl1", Builder: "b", BuildId: 1, Step: 2,
+		Transfer: &workerproto.Transfer{Kind: workerproto.TransferKind_TRANSFER_KIND_DOWNLOAD, WorkerPath: dest, MasterPath: "artifact:x", MaxBytes: 1 << 30}})
+	out, f := s.Collect(t, "dl1", 30*time.Second)
+	var log strings.Builder
+	for _, o := range out {
+		log.Write(o.GetData())
+	}
+	return f, log.String()
+}
+
+// testData is n bytes of a pattern that differs at every offset mod 251.
+func testData(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31+i/7) ^ seed
+	}
+	return b
+}
+
+// tempFiles lists the temporary download files left under dir.
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var left []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".drover-download-") {
+			left = append(left, p)
+		}
+		return nil
+	})
+	return left
+}
+
+func wantFile(t *testing.T, p string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes, differing from the master's %d", p, len(got), len(want))
+	}
+}
+
+// A download step broken mid-file asks the master to go on from the
+// bytes it holds, gets only the rest, and ends with the file byte for
+// byte.
+func TestDownloadResumesAfterABreak(t *testing.T) {
+	data := testData(5*transferChunk+123, 0)
+	cutAt := int64(3*transferChunk + 1000)
+	m := startDownloadMaster(t, cutAt, memFile{"", data})
+	dir := t.TempDir()
+	f, log := runDownload(t, m, dir, "in/data.bin")
+	if f.GetExitCode() != 0 {
+		t.Fatalf("download finished %v: %s\n%s", f.GetExitCode(), f.GetError(), log)
+	}
+	wantFile(t, filepath.Join(dir, "b", "in", "data.bin"), data)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.requests) != 2 || m.requests[0].GetPartial() != nil || len(m.requests[0].GetHave()) != 0 {
+		t.Fatalf("requests = %v, want a plain one then a resumed one", m.requests)
+	}
+	if p := m.requests[1].GetPartial(); p == nil || p.GetPath() != "" || p.GetOffset() != cutAt || len(m.requests[1].GetHave()) != 0 {
+		t.Fatalf("second request = %v, want partial {\"\" %d}", m.requests[1], cutAt)
+	}
+	if m.sent != int64(len(data)) {
+		t.Fatalf("the master sent %d bytes for a file of %d", m.sent, len(data))
+	}
+	if !strings.Contains(log, fmt.Sprintf("resuming at byte %d of %d", cutAt, len(data))) || !strings.Contains(log, "downloaded 1 files") {
+		t.Errorf("log:\n%s", log)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
+	}
+}
+
+// A kept partial file whose bytes changed meanwhile fails the whole
+// file's sha256 when resumed; it is fetched again from byte 0 and ends
+// right. If that copy fails too, the step fails.
+func TestDownloadRefetchesACorruptPartial(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		corrupt map[int]bool // calls whose fresh files the master corrupts
+		fail    bool
+	}{
+		{"fetched again", nil, false},
+		{"fetched again and still wrong", map[int]bool{3: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := testData(4*transferChunk+7, 1)
+			cutAt := int64(2*transferChunk + 99)
+			m := startDownloadMaster(t, cutAt, memFile{"", data})
+			m.corrupt = tc.corrupt
+			dir := t.TempDir()
+			m.before = func(n int) {
+				if n != 2 {
+					return
+				}
+				left := tempFiles(t, dir)
+				if len(left) != 1 {
+					t.Errorf("temporary files kept after the break: %q, want 1", left)
+					return
+				}
+				f, err := os.OpenFile(left[0], os.O_WRONLY, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer f.Close()
+				if _, err := f.WriteAt([]byte("garbage"), 1000); err != nil {
+					t.Error(err)
+				}
+			}
+			f, log := runDownload(t, m, dir, "in/data.bin")
+			m.mu.Lock()
+			reqs, sent := m.requests, m.sent
+			m.mu.Unlock()
+			if len(reqs) != 3 || reqs[1].GetPartial().GetOffset() != cutAt || reqs[2].GetPartial() != nil {
+				t.Fatalf("requests = %v, want plain, partial at %d, plain", reqs, cutAt)
+			}
+			if want := int64(2 * len(data)); sent != want {
+				t.Errorf("the master sent %d bytes, want %d: the file, then the file again", sent, want)
+			}
+			if !strings.Contains(log, "fetching it again from the start") {
+				t.Errorf("log:\n%s", log)
+			}
+			if left := tempFiles(t, dir); len(left) != 0 {
+				t.Errorf("temporary files left: %q", left)
+			}
+			if tc.fail {
+				if f.GetExitCode() == 0 || !strings.Contains(f.GetError(), "sha256") {
+					t.Fatalf("download finished %d (%s), want a sha256 failure\n%s", f.GetExitCode(), f.GetError(), log)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "b", "in", "data.bin")); err == nil {
+					t.Fatal("a corrupt download was moved into place")
+				}
+				return
+			}
+			if f.GetExitCode() != 0 {
+				t.Fatalf("download finished %v: %s\n%s", f.GetExitCode(), f.GetError(), log)
+			}
+			wantFile(t, filepath.Join(dir, "b", "in", "data.bin"), data)
+		})
+	}
+}
+
+// A directory download broken in its third file tells the master the two
+// files it has whole and the bytes of the third; the master sends only
+// the rest of the third and the files after it. A finished file changed
+// on disk before a retry no longer matches, and is sent again.
+func TestDownloadDirectoryResumesMissingFiles(t *testing.T) {
+	files := []memFile{
+		{"a.txt", testData(1000, 2)},
+		{"sub/b.bin", testData(2*transferChunk, 3)},
+		{"sub/c.bin", testData(3*transferChunk+5, 4)},
+		{"d.txt", testData(10, 5)},
+		{"e.txt", testData(300, 6)},
+	}
+	var total int64
+	for _, f := range files {
+		total += int64(len(f.data))
+	}
+	cutAt := int64(1000 + 2*transferChunk + transferChunk + 500)
+	m := startDownloadMaster(t, cutAt, files...)
+	dir := t.TempDir()
+	m.refuse = map[int]bool{2: true}
+	m.before = func(n int) {
+		if n == 2 {
+			if err := os.WriteFile(filepath.Join(dir, "b", "in", "a.txt"), testData(1000, 9), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	f, log := runDownload(t, m, dir, "in")
+	if f.GetExitCode() != 0 {
+		t.Fatalf("download finished %v: %s\n%s", f.GetExitCode(), f.GetError(), log)
+	}
+	for _, mf := range files {
+		wantFile(t, filepath.Join(dir, "b", "in", filepath.FromSlash(mf.rel)), mf.data)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.requests) != 3 {
+		t.Fatalf("requests = %v, want 3", m.requests)
+	}
+	for i, aSum := range map[int]string{1: hexSum(files[0].data), 2: hexSum(testData(1000, 9))} {
+		r := m.requests[i]
+		have := map[string]*workerproto.DownloadHave{}
+		for _, h := range r.GetHave() {
+			have[h.GetPath()] = h
+		}
+		if len(have) != 2 || have["sub/b.bin"].GetSha256() != hexSum(files[1].data) || have["sub/b.bin"].GetSize() != 2*transferChunk ||
+			have["a.txt"].GetSha256() != aSum || have["a.txt"].GetSize() != 1000 {
+			t.Fatalf("request %d: have = %v, want a.txt (sha256 %s) and sub/b.bin", i+1, r.GetHave(), aSum)
+		}
+		if p := r.GetPartial(); p.GetPath() != "sub/c.bin" || p.GetOffset() != transferChunk+500 {
+			t.Fatalf("request %d: partial = %v, want sub/c.bin at %d", i+1, p, transferChunk+500)
+		}
+	}
+	// Everything once, plus a.txt again.
+	if want := total + 1000; m.sent != want {
+		t.Fatalf("the master sent %d bytes, want %d", m.sent, want)
+	}
+	if !strings.Contains(log, "downloaded 5 files") {
+		t.Errorf("log:\n%s", log)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
 	}
 }

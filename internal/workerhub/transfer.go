@@ -22,6 +22,10 @@ package workerhub
 // Every path is slash-separated, relative, cleaned and without ".."; the
 // directories written to are resolved and must stay under the build's
 // artifact directory, so no symlink leads a write outside.
+//
+// A download keeps no state here: a worker that retries after a broken
+// stream says which files it has whole and how much of the next one, and
+// Download sends the rest (see pb.DownloadRequest).
 
 import (
 	"context"
@@ -480,7 +484,11 @@ func (h *Hub) downloadSource(run *pb.RunCommand) ([]downloadFile, error) {
 }
 
 // Download implements the Worker service: the files of a download
-// transfer, each as a header, its data and its sha256.
+// transfer, each as a header, its data and its sha256. A retry after a
+// broken stream says what the worker holds (DownloadRequest.have and
+// partial): a file it has whole and identical is confirmed by its header
+// (offset = size) and sha256 alone, the file it has the beginning of is
+// sent from there, and everything else from byte 0.
 func (h *Hub) Download(req *pb.DownloadRequest, stream pb.Worker_DownloadServer) error {
 	ctx := stream.Context()
 	run, log, err := h.transferCommand(ctx, req.GetAuth())
@@ -502,37 +510,80 @@ func (h *Hub) Download(req *pb.DownloadRequest, stream pb.Worker_DownloadServer)
 	if max := t.GetMaxBytes(); max > 0 && total > max {
 		return status.Errorf(codes.ResourceExhausted, "%s is %d bytes, over the step's max_bytes of %d", t.GetMasterPath(), total, max)
 	}
+	have := make(map[string]*pb.DownloadHave, len(req.GetHave()))
+	for _, hv := range req.GetHave() {
+		have[hv.GetPath()] = hv
+	}
+	partial := req.GetPartial()
 	buf := make([]byte, transferChunk)
+	var sent, kept int64
 	for _, df := range files {
-		if err := sendFile(stream, df, buf); err != nil {
+		var from int64
+		var held string
+		if hv := have[df.rel]; hv != nil && hv.GetSize() == df.size {
+			held = strings.ToLower(hv.GetSha256())
+		} else if partial != nil && partial.GetPath() == df.rel && partial.GetOffset() > 0 && partial.GetOffset() <= df.size {
+			from = partial.GetOffset()
+		}
+		n, err := sendFile(stream, df, buf, from, held)
+		if err != nil {
 			return grpcError(log, "download", err)
 		}
+		sent += n
+		kept += df.size - n
 	}
-	log.Info("download sent", "source", t.GetMasterPath(), "files", len(files), "bytes", total)
+	log.Info("download sent", "source", t.GetMasterPath(), "files", len(files), "bytes", total, "bytes_sent", sent, "bytes_kept", kept)
 	return nil
 }
 
-func sendFile(stream pb.Worker_DownloadServer, df downloadFile, buf []byte) error {
+// sendFile sends df to the worker, which holds its first from bytes, or
+// the whole of it with sha256 held ("": it does not). It ends the file
+// with the whole file's sha256 and returns how many data bytes it sent.
+func sendFile(stream pb.Worker_DownloadServer, df downloadFile, buf []byte, from int64, held string) (int64, error) {
 	f, err := os.Open(df.abs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
-	if err := stream.Send(&pb.DownloadChunk{Header: &pb.DownloadFileHeader{Path: df.rel, Size: df.size, Mode: uint32(df.mode)}}); err != nil {
-		return status.Convert(err).Err()
-	}
 	hash := sha256.New()
-	var sent int64
+	if held != "" {
+		// Read the file once to compare; if the worker's copy differs it
+		// is sent whole.
+		if _, err := io.CopyBuffer(hash, io.LimitReader(f, df.size), buf); err != nil {
+			return 0, fmt.Errorf("read %s: %w", df.abs, err)
+		}
+		if sum := hex.EncodeToString(hash.Sum(nil)); sum == held {
+			if err := stream.Send(&pb.DownloadChunk{Header: &pb.DownloadFileHeader{Path: df.rel, Size: df.size, Mode: uint32(df.mode), Offset: df.size}}); err != nil {
+				return 0, status.Convert(err).Err()
+			}
+			return 0, status.Convert(stream.Send(&pb.DownloadChunk{Sha256: sum})).Err()
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return 0, err
+		}
+		hash.Reset()
+	}
+	// The worker's first from bytes are hashed here, not sent.
+	if n, err := io.CopyBuffer(hash, io.LimitReader(f, from), buf); err != nil || n != from {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, fmt.Errorf("read %s: %w", df.abs, err)
+	}
+	if err := stream.Send(&pb.DownloadChunk{Header: &pb.DownloadFileHeader{Path: df.rel, Size: df.size, Mode: uint32(df.mode), Offset: from}}); err != nil {
+		return 0, status.Convert(err).Err()
+	}
+	sent := from
 	for sent < df.size {
 		n, err := io.ReadFull(f, buf[:min(int64(len(buf)), df.size-sent)])
 		if err != nil {
-			return fmt.Errorf("read %s: %w", df.abs, err)
+			return 0, fmt.Errorf("read %s: %w", df.abs, err)
 		}
 		hash.Write(buf[:n])
 		if err := stream.Send(&pb.DownloadChunk{Data: buf[:n]}); err != nil {
-			return status.Convert(err).Err()
+			return 0, status.Convert(err).Err()
 		}
 		sent += int64(n)
 	}
-	return stream.Send(&pb.DownloadChunk{Sha256: hex.EncodeToString(hash.Sum(nil))})
+	return sent - from, status.Convert(stream.Send(&pb.DownloadChunk{Sha256: hex.EncodeToString(hash.Sum(nil))})).Err()
 }

@@ -289,3 +289,118 @@ func TestDownload(t *testing.T) {
 	_, err = f.download(t, "up")
 	wantCode(t, err, codes.FailedPrecondition)
 }
+
+// gotFile is one file of a Download stream as sent.
+type gotFile struct {
+	offset, size int64
+	data         []byte // the data sent, from offset
+	sha256       string
+}
+
+// downloadWith makes a Download request and returns what it sends, by
+// path, in order.
+func (f *transferFixture) downloadWith(t *testing.T, req *pb.DownloadRequest) ([]string, map[string]*gotFile) {
+	t.Helper()
+	st, err := f.client.Download(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	got := map[string]*gotFile{}
+	var cur *gotFile
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			return order, got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := m.GetHeader(); h != nil {
+			cur = &gotFile{offset: h.GetOffset(), size: h.GetSize(), data: []byte{}}
+			got[h.GetPath()] = cur
+			order = append(order, h.GetPath())
+		}
+		cur.data = append(cur.data, m.GetData()...)
+		if s := m.GetSha256(); s != "" {
+			cur.sha256 = s
+		}
+	}
+}
+
+// A retried download names what the worker holds: files it has whole
+// with the master's size and sha256 are confirmed without data, the
+// partial file is sent from its offset, the rest whole; every file ends
+// with the whole file's sha256.
+func TestDownloadResumes(t *testing.T) {
+	dl := func(id, src string) *pb.RunCommand {
+		return &pb.RunCommand{CommandId: id, Transfer: &pb.Transfer{Kind: pb.TransferKind_TRANSFER_KIND_DOWNLOAD, MasterPath: src, WorkerPath: "in"}}
+	}
+	f := newTransferFixture(t, map[string]*pb.RunCommand{
+		"file": dl("file", "artifact:results/sub/data.bin"),
+		"dir":  dl("dir", "artifact:results"),
+		"up":   upload("up", 0, "results"),
+	})
+	data := make([]byte, 300_000)
+	for i := range data {
+		data[i] = byte(i * 13 % 253)
+	}
+	report, notes := []byte("all good\n"), []byte("some notes\n")
+	for p, b := range map[string][]byte{"sub/data.bin": data, "report.txt": report, "z/notes.txt": notes} {
+		if _, err := f.sendUpload(t, "up", p, b, 0, len(b), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	partial := func(p string, off int64) *pb.DownloadPartial { return &pb.DownloadPartial{Path: p, Offset: off} }
+
+	t.Run("lone file from an offset", func(t *testing.T) {
+		_, got := f.downloadWith(t, &pb.DownloadRequest{Auth: f.auth("file"), Partial: partial("", 120_000)})
+		g := got[""]
+		if len(got) != 1 || g.offset != 120_000 || g.size != int64(len(data)) || !bytes.Equal(g.data, data[120_000:]) || g.sha256 != sum(data) {
+			t.Fatalf("got offset %d size %d, %d bytes, sha256 %s; want the bytes from 120000 and the whole file's sha256", g.offset, g.size, len(g.data), g.sha256)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		p    *pb.DownloadPartial
+	}{
+		{"past the file's end", partial("", int64(len(data))+1)},
+		{"another path", partial("other", 1000)},
+		{"negative", partial("", -5)},
+	} {
+		t.Run("partial "+tc.name, func(t *testing.T) {
+			_, got := f.downloadWith(t, &pb.DownloadRequest{Auth: f.auth("file"), Partial: tc.p})
+			if g := got[""]; g.offset != 0 || !bytes.Equal(g.data, data) || g.sha256 != sum(data) {
+				t.Fatalf("got offset %d, %d bytes; want the whole file", g.offset, len(g.data))
+			}
+		})
+	}
+	t.Run("directory", func(t *testing.T) {
+		order, got := f.downloadWith(t, &pb.DownloadRequest{Auth: f.auth("dir"),
+			Have: []*pb.DownloadHave{
+				{Path: "report.txt", Size: int64(len(report)), Sha256: sum(report)},
+				{Path: "z/notes.txt", Size: int64(len(notes)), Sha256: sum([]byte("other notes"))}, // differs: sent again
+				{Path: "elsewhere", Size: 1, Sha256: sum([]byte("x"))},                             // not the master's: ignored
+			},
+			Partial: partial("sub/data.bin", 250_000)})
+		if len(order) != 3 || order[0] != "report.txt" || order[1] != "sub/data.bin" || order[2] != "z/notes.txt" {
+			t.Fatalf("files sent = %q, want every file of the source in order", order)
+		}
+		if g := got["report.txt"]; g.offset != g.size || len(g.data) != 0 || g.sha256 != sum(report) {
+			t.Errorf("report.txt: offset %d of %d, %d bytes; want its header and sha256 alone", g.offset, g.size, len(g.data))
+		}
+		if g := got["sub/data.bin"]; g.offset != 250_000 || !bytes.Equal(g.data, data[250_000:]) || g.sha256 != sum(data) {
+			t.Errorf("sub/data.bin: offset %d, %d bytes; want the bytes from 250000", g.offset, len(g.data))
+		}
+		if g := got["z/notes.txt"]; g.offset != 0 || !bytes.Equal(g.data, notes) || g.sha256 != sum(notes) {
+			t.Errorf("z/notes.txt: offset %d, %q; want it whole", g.offset, g.data)
+		}
+	})
+	t.Run("have with another size", func(t *testing.T) {
+		_, got := f.downloadWith(t, &pb.DownloadRequest{Auth: f.auth("dir"),
+			Have: []*pb.DownloadHave{{Path: "report.txt", Size: 3, Sha256: sum(report)}}})
+		if g := got["report.txt"]; g.offset != 0 || !bytes.Equal(g.data, report) {
+			t.Errorf("report.txt: offset %d, %q; want it whole", g.offset, g.data)
+		}
+	})
+}

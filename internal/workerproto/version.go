@@ -26,6 +26,9 @@ package workerproto
 //	   uploads resumable.
 //	   (additive) WorkerMessage.step_update (StepUpdate): links and
 //	   properties a running command publishes through the worker.
+//	   (additive) DownloadRequest.have and partial (DownloadHave,
+//	   DownloadPartial), DownloadFileHeader.offset: downloads resumable;
+//	   either side without them sends or expects every file from 0.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest worker protocol a master accepts.

@@ -1777,9 +1777,27 @@ func (x *UploadResult) GetSha256() string {
 	return ""
 }
 
+// DownloadRequest starts or resumes a download. A first request carries
+// only auth. A retry after a broken stream also says what the worker
+// holds of the same download: the files it wrote whole (have) and the
+// beginning of the file it was writing (partial). The master still sends
+// every file's header and sha256, in the same order, but:
+//
+//   - a file the worker has with the master's size and sha256 gets a
+//     header with offset = size, no data, then its sha256; one that
+//     differs is sent whole (offset 0);
+//   - the partial file, if the master's is at least offset bytes long,
+//     gets a header with that offset and the data from there; the sha256
+//     is still that of the whole file, which the worker checks over the
+//     bytes it kept and the new ones together.
+//
+// A master that predates these fields ignores them and sends everything
+// from offset 0, as a worker that predates them expects.
 type DownloadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Auth          *TransferAuth          `protobuf:"bytes,1,opt,name=auth,proto3" json:"auth,omitempty"`
+	Have          []*DownloadHave        `protobuf:"bytes,2,rep,name=have,proto3" json:"have,omitempty"`
+	Partial       *DownloadPartial       `protobuf:"bytes,3,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1821,18 +1839,156 @@ func (x *DownloadRequest) GetAuth() *TransferAuth {
 	return nil
 }
 
+func (x *DownloadRequest) GetHave() []*DownloadHave {
+	if x != nil {
+		return x.Have
+	}
+	return nil
+}
+
+func (x *DownloadRequest) GetPartial() *DownloadPartial {
+	if x != nil {
+		return x.Partial
+	}
+	return nil
+}
+
+// DownloadHave is a file of the download the worker holds whole, as read
+// back from its disk when it asks.
+type DownloadHave struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is the file's header path ("" for a lone file).
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// sha256 (hex) of the worker's file.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadHave) Reset() {
+	*x = DownloadHave{}
+	mi := &file_worker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadHave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadHave) ProtoMessage() {}
+
+func (x *DownloadHave) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadHave.ProtoReflect.Descriptor instead.
+func (*DownloadHave) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DownloadHave) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DownloadHave) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DownloadHave) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// DownloadPartial is the file the worker was writing when the stream
+// broke.
+type DownloadPartial struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is the file's header path ("" for a lone file).
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// offset is how many bytes of its beginning the worker holds.
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadPartial) Reset() {
+	*x = DownloadPartial{}
+	mi := &file_worker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadPartial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadPartial) ProtoMessage() {}
+
+func (x *DownloadPartial) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadPartial.ProtoReflect.Descriptor instead.
+func (*DownloadPartial) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DownloadPartial) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DownloadPartial) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type DownloadFileHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Mode  uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// offset is where the data that follows starts in the file: the worker
+	// keeps its first offset bytes, from the request's have or partial.
+	// Always 0 unless the request named this file.
+	Offset        int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadFileHeader) Reset() {
 	*x = DownloadFileHeader{}
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2000,7 @@ func (x *DownloadFileHeader) String() string {
 func (*DownloadFileHeader) ProtoMessage() {}
 
 func (x *DownloadFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2013,7 @@ func (x *DownloadFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileHeader.ProtoReflect.Descriptor instead.
 func (*DownloadFileHeader) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{22}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadFileHeader) GetPath() string {
@@ -1881,18 +2037,25 @@ func (x *DownloadFileHeader) GetMode() uint32 {
 	return 0
 }
 
+func (x *DownloadFileHeader) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type DownloadChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *DownloadFileHeader    `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // starts a file
 	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
-	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // ends a file
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // ends a file: the whole file's, from byte 0
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadChunk) Reset() {
 	*x = DownloadChunk{}
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2067,7 @@ func (x *DownloadChunk) String() string {
 func (*DownloadChunk) ProtoMessage() {}
 
 func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2080,7 @@ func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunk.ProtoReflect.Descriptor instead.
 func (*DownloadChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{23}
+	return file_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DownloadChunk) GetHeader() *DownloadFileHeader {
@@ -1951,7 +2114,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2126,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2139,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{24}
+	return file_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Cancel) GetCommandId() string {
@@ -2007,7 +2170,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_worker_proto_msgTypes[25]
+	mi := &file_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2182,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[25]
+	mi := &file_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2195,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{25}
+	return file_worker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ack) GetCommandId() string {
@@ -2072,7 +2235,7 @@ type MasterMessage struct {
 
 func (x *MasterMessage) Reset() {
 	*x = MasterMessage{}
-	mi := &file_worker_proto_msgTypes[26]
+	mi := &file_worker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2247,7 @@ func (x *MasterMessage) String() string {
 func (*MasterMessage) ProtoMessage() {}
 
 func (x *MasterMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[26]
+	mi := &file_worker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2260,7 @@ func (x *MasterMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterMessage.ProtoReflect.Descriptor instead.
 func (*MasterMessage) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{26}
+	return file_worker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MasterMessage) GetMsg() isMasterMessage_Msg {
@@ -2343,13 +2506,23 @@ const file_worker_proto_rawDesc = "" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\":\n" +
 	"\fUploadResult\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"E\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\xb6\x01\n" +
 	"\x0fDownloadRequest\x122\n" +
-	"\x04auth\x18\x01 \x01(\v2\x1e.drover.worker.v1.TransferAuthR\x04auth\"P\n" +
+	"\x04auth\x18\x01 \x01(\v2\x1e.drover.worker.v1.TransferAuthR\x04auth\x122\n" +
+	"\x04have\x18\x02 \x03(\v2\x1e.drover.worker.v1.DownloadHaveR\x04have\x12;\n" +
+	"\apartial\x18\x03 \x01(\v2!.drover.worker.v1.DownloadPartialR\apartial\"N\n" +
+	"\fDownloadHave\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"=\n" +
+	"\x0fDownloadPartial\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"h\n" +
 	"\x12DownloadFileHeader\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"y\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\"y\n" +
 	"\rDownloadChunk\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2$.drover.worker.v1.DownloadFileHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
@@ -2405,7 +2578,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_worker_proto_goTypes = []any{
 	(Stream)(0),                  // 0: drover.worker.v1.Stream
 	(FinishReason)(0),            // 1: drover.worker.v1.FinishReason
@@ -2432,65 +2605,69 @@ var file_worker_proto_goTypes = []any{
 	(*UploadChunk)(nil),          // 22: drover.worker.v1.UploadChunk
 	(*UploadResult)(nil),         // 23: drover.worker.v1.UploadResult
 	(*DownloadRequest)(nil),      // 24: drover.worker.v1.DownloadRequest
-	(*DownloadFileHeader)(nil),   // 25: drover.worker.v1.DownloadFileHeader
-	(*DownloadChunk)(nil),        // 26: drover.worker.v1.DownloadChunk
-	(*Cancel)(nil),               // 27: drover.worker.v1.Cancel
-	(*Ack)(nil),                  // 28: drover.worker.v1.Ack
-	(*MasterMessage)(nil),        // 29: drover.worker.v1.MasterMessage
-	nil,                          // 30: drover.worker.v1.Hello.FactsEntry
-	nil,                          // 31: drover.worker.v1.Hello.LabelsEntry
-	nil,                          // 32: drover.worker.v1.FactsUpdate.FactsEntry
-	nil,                          // 33: drover.worker.v1.StepUpdate.UrlsEntry
-	nil,                          // 34: drover.worker.v1.StepUpdate.PropertiesEntry
-	nil,                          // 35: drover.worker.v1.RunCommand.EnvEntry
+	(*DownloadHave)(nil),         // 25: drover.worker.v1.DownloadHave
+	(*DownloadPartial)(nil),      // 26: drover.worker.v1.DownloadPartial
+	(*DownloadFileHeader)(nil),   // 27: drover.worker.v1.DownloadFileHeader
+	(*DownloadChunk)(nil),        // 28: drover.worker.v1.DownloadChunk
+	(*Cancel)(nil),               // 29: drover.worker.v1.Cancel
+	(*Ack)(nil),                  // 30: drover.worker.v1.Ack
+	(*MasterMessage)(nil),        // 31: drover.worker.v1.MasterMessage
+	nil,                          // 32: drover.worker.v1.Hello.FactsEntry
+	nil,                          // 33: drover.worker.v1.Hello.LabelsEntry
+	nil,                          // 34: drover.worker.v1.FactsUpdate.FactsEntry
+	nil,                          // 35: drover.worker.v1.StepUpdate.UrlsEntry
+	nil,                          // 36: drover.worker.v1.StepUpdate.PropertiesEntry
+	nil,                          // 37: drover.worker.v1.RunCommand.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	14, // 0: drover.worker.v1.EnrollResponse.probes:type_name -> drover.worker.v1.Probe
-	30, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
-	31, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
+	32, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
+	33, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
 	6,  // 3: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
 	0,  // 4: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
 	1,  // 5: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
-	32, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
+	34, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
 	7,  // 7: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
 	8,  // 8: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
 	9,  // 9: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
 	10, // 10: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
 	12, // 11: drover.worker.v1.WorkerMessage.step_update:type_name -> drover.worker.v1.StepUpdate
-	33, // 12: drover.worker.v1.StepUpdate.urls:type_name -> drover.worker.v1.StepUpdate.UrlsEntry
-	34, // 13: drover.worker.v1.StepUpdate.properties:type_name -> drover.worker.v1.StepUpdate.PropertiesEntry
+	35, // 12: drover.worker.v1.StepUpdate.urls:type_name -> drover.worker.v1.StepUpdate.UrlsEntry
+	36, // 13: drover.worker.v1.StepUpdate.properties:type_name -> drover.worker.v1.StepUpdate.PropertiesEntry
 	14, // 14: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
 	14, // 15: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
-	35, // 16: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
+	37, // 16: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
 	17, // 17: drover.worker.v1.RunCommand.transfer:type_name -> drover.worker.v1.Transfer
 	2,  // 18: drover.worker.v1.Transfer.kind:type_name -> drover.worker.v1.TransferKind
 	18, // 19: drover.worker.v1.UploadStatusRequest.auth:type_name -> drover.worker.v1.TransferAuth
 	18, // 20: drover.worker.v1.UploadFileHeader.auth:type_name -> drover.worker.v1.TransferAuth
 	21, // 21: drover.worker.v1.UploadChunk.header:type_name -> drover.worker.v1.UploadFileHeader
 	18, // 22: drover.worker.v1.DownloadRequest.auth:type_name -> drover.worker.v1.TransferAuth
-	25, // 23: drover.worker.v1.DownloadChunk.header:type_name -> drover.worker.v1.DownloadFileHeader
-	13, // 24: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
-	16, // 25: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
-	27, // 26: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
-	28, // 27: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
-	15, // 28: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
-	5,  // 29: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	5,  // 30: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	3,  // 31: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
-	11, // 32: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
-	19, // 33: drover.worker.v1.Worker.UploadStatus:input_type -> drover.worker.v1.UploadStatusRequest
-	22, // 34: drover.worker.v1.Worker.Upload:input_type -> drover.worker.v1.UploadChunk
-	24, // 35: drover.worker.v1.Worker.Download:input_type -> drover.worker.v1.DownloadRequest
-	4,  // 36: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
-	29, // 37: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
-	20, // 38: drover.worker.v1.Worker.UploadStatus:output_type -> drover.worker.v1.UploadStatusResponse
-	23, // 39: drover.worker.v1.Worker.Upload:output_type -> drover.worker.v1.UploadResult
-	26, // 40: drover.worker.v1.Worker.Download:output_type -> drover.worker.v1.DownloadChunk
-	36, // [36:41] is the sub-list for method output_type
-	31, // [31:36] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	25, // 23: drover.worker.v1.DownloadRequest.have:type_name -> drover.worker.v1.DownloadHave
+	26, // 24: drover.worker.v1.DownloadRequest.partial:type_name -> drover.worker.v1.DownloadPartial
+	27, // 25: drover.worker.v1.DownloadChunk.header:type_name -> drover.worker.v1.DownloadFileHeader
+	13, // 26: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
+	16, // 27: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
+	29, // 28: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
+	30, // 29: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
+	15, // 30: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
+	5,  // 31: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	5,  // 32: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	3,  // 33: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
+	11, // 34: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
+	19, // 35: drover.worker.v1.Worker.UploadStatus:input_type -> drover.worker.v1.UploadStatusRequest
+	22, // 36: drover.worker.v1.Worker.Upload:input_type -> drover.worker.v1.UploadChunk
+	24, // 37: drover.worker.v1.Worker.Download:input_type -> drover.worker.v1.DownloadRequest
+	4,  // 38: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
+	31, // 39: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
+	20, // 40: drover.worker.v1.Worker.UploadStatus:output_type -> drover.worker.v1.UploadStatusResponse
+	23, // 41: drover.worker.v1.Worker.Upload:output_type -> drover.worker.v1.UploadResult
+	28, // 42: drover.worker.v1.Worker.Download:output_type -> drover.worker.v1.DownloadChunk
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -2505,7 +2682,7 @@ func file_worker_proto_init() {
 		(*WorkerMessage_Facts)(nil),
 		(*WorkerMessage_StepUpdate)(nil),
 	}
-	file_worker_proto_msgTypes[26].OneofWrappers = []any{
+	file_worker_proto_msgTypes[28].OneofWrappers = []any{
 		(*MasterMessage_Welcome)(nil),
 		(*MasterMessage_Run)(nil),
 		(*MasterMessage_Cancel)(nil),
@@ -2518,7 +2695,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

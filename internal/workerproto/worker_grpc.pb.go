@@ -58,7 +58,9 @@ type WorkerClient interface {
 	// the file's sha256.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadChunk, UploadResult], error)
 	// Download sends the files of a download transfer (master → worker):
-	// for each file a header, its data, then its sha256.
+	// for each file a header, its data, then its sha256. A download broken
+	// by a reconnect resumes: the retry's request says what the worker
+	// holds, and the master sends only the rest (see DownloadRequest).
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadChunk], error)
 }
 
@@ -154,7 +156,9 @@ type WorkerServer interface {
 	// the file's sha256.
 	Upload(grpc.ClientStreamingServer[UploadChunk, UploadResult]) error
 	// Download sends the files of a download transfer (master → worker):
-	// for each file a header, its data, then its sha256.
+	// for each file a header, its data, then its sha256. A download broken
+	// by a reconnect resumes: the retry's request says what the worker
+	// holds, and the master sends only the rest (see DownloadRequest).
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadChunk]) error
 	mustEmbedUnimplementedWorkerServer()
 }
