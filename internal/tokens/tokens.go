@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -27,8 +28,16 @@ import (
 const Prefix = "drover_"
 
 // bcryptCost is bcrypt's default: checks happen at worker connect and, for
-// API tokens, once per cache period, not per request.
-const bcryptCost = bcrypt.DefaultCost
+// API tokens, once per cache period, not per request. Test binaries use
+// bcrypt's minimum: under the race detector each default-cost hash takes a
+// second or more, and what tests check is the logic, not the cost. (The
+// drover binary, also in end-to-end tests, always uses the default.)
+func bcryptCost() int {
+	if testing.Testing() {
+		return bcrypt.MinCost
+	}
+	return bcrypt.DefaultCost
+}
 
 // New makes a token of kind k: the full secret string to hand out once, and
 // the drover.Token (ID, Kind, Hash, Created) to store.
@@ -43,7 +52,7 @@ func New(k drover.TokenKind, now time.Time) (secret string, t drover.Token, err 
 	}
 	id := hex.EncodeToString(idb)
 	s := base64.RawURLEncoding.EncodeToString(sb)
-	hash, err := bcrypt.GenerateFromPassword([]byte(s), bcryptCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(s), bcryptCost())
 	if err != nil {
 		return "", t, fmt.Errorf("hash token: %w", err)
 	}

@@ -110,6 +110,11 @@ type Hub struct {
 	approval func() bool
 
 	xfer *transfers
+	// verified remembers worker tokens whose secret checked out, so that
+	// a transfer of many files, or a fleet reconnecting at once, does not
+	// pay a bcrypt check per call. The stored row is still read each
+	// time, so a revoked or expired token is refused at once.
+	verified *tokens.Cache
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -134,8 +139,13 @@ func New(o Options) *Hub {
 		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
 		version: o.Version, helloTO: o.HelloTimeout, now: o.Now, probes: o.Probes, approval: o.RequireApproval,
 		sessions: make(map[string]*Session), xfer: newTransfers(o.ArtifactDir, o.FilesDir),
+		verified: tokens.NewCache(verifiedTTL),
 	}
 }
+
+// verifiedTTL is how long a checked worker secret is trusted without a
+// new bcrypt check (the token's row is read every time regardless).
+const verifiedTTL = 10 * time.Minute
 
 // Session returns the live session of worker name.
 func (h *Hub) Session(name string) (*Session, bool) {
@@ -255,8 +265,16 @@ func (h *Hub) authenticate(ctx context.Context, hello *pb.Hello) error {
 		}
 		return err
 	}
-	if err := tokens.Verify(t, secret, h.now()); err != nil {
-		return err
+	now := h.now()
+	if c, ok := h.verified.Get(hello.GetToken(), now); ok && c.ID == t.ID && c.Hash == t.Hash {
+		if err := tokens.Usable(t, now); err != nil {
+			return err
+		}
+	} else {
+		if err := tokens.Verify(t, secret, now); err != nil {
+			return err
+		}
+		h.verified.Put(hello.GetToken(), *t, now)
 	}
 	if t.Worker != hello.GetName() {
 		return drover.Errorf(drover.Unauthorized, "token belongs to worker %q, not %q", t.Worker, hello.GetName())

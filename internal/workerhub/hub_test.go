@@ -229,6 +229,34 @@ func TestConnectRefusals(t *testing.T) {
 	}
 }
 
+// A worker secret checked once is not checked by bcrypt again for a
+// while, but revoking its token still refuses the next connection at once.
+func TestVerifiedTokenRevoked(t *testing.T) {
+	f := newFixture(t)
+	tok := f.enrollWorker(t, "w1")
+	st := f.connect(t, "w1", tok)
+	_ = st.CloseSend()
+	if _, ok := f.hub.verified.Get(tok, time.Now()); !ok {
+		t.Fatal("a verified secret was not remembered")
+	}
+	_, id, _, err := tokens.Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.RevokeToken(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := f.client.Connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st2.Send(hello("w1", tok)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st2.Recv()
+	wantCode(t, err, codes.Unauthenticated)
+}
+
 func hello(name, token string) *pb.WorkerMessage {
 	return &pb.WorkerMessage{Msg: &pb.WorkerMessage_Hello{Hello: &pb.Hello{Name: name, Token: token, ProtocolVersion: pb.ProtocolVersion}}}
 }
