@@ -4,8 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
+	"time"
+)
+
+// Creating a log retries while another Dir on the same directory removes
+// the bucket under it (see createLocked). An rmdir in progress can leave the
+// bucket visible to MkdirAll but closed to new files for a while on a busy
+// disk, so retries pause rather than spin; createRetryFor only stops a loop
+// on an error that persists, such as a dangling symlink.
+const (
+	createRetryPause = time.Millisecond
+	createRetryFor   = 2 * time.Second
 )
 
 // log is the state of one log. Writers hold mu for the whole of an append,
@@ -96,9 +108,6 @@ func (l *log) createLocked() error {
 	d := l.d
 	d.dirMu.Lock()
 	defer d.dirMu.Unlock()
-	if err := os.MkdirAll(l.paths.bucket, 0o755); err != nil {
-		return fmt.Errorf("create log %d: %w", l.id, err)
-	}
 	// Leftovers of an earlier log with this id (a Delete that failed half
 	// way) must not be mistaken for this one's tail. Segments never outlive
 	// their index, so only a log whose files remain can have any: a fresh
@@ -111,9 +120,26 @@ func (l *log) createLocked() error {
 	// The data file comes first: a crash between the two leaves a data file
 	// without an index, which is no log, rather than an index whose data
 	// file is missing.
-	data, err := os.OpenFile(l.paths.data(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("create log %d: %w", l.id, err)
+	var data *os.File
+	for start, retry := time.Now(), false; ; retry = true {
+		if retry {
+			time.Sleep(createRetryPause)
+		}
+		err := os.MkdirAll(l.paths.bucket, 0o755)
+		if err == nil {
+			data, err = os.OpenFile(l.paths.data(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+			if err == nil {
+				break
+			}
+		}
+		// dirMu does not cover another Dir on the same directory (another
+		// master), which may create the bucket and remove it again, empty,
+		// in the middle of MkdirAll (EEXIST) or before the file is in
+		// (ENOENT). Once the data file is in, the bucket stays.
+		racing := errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrExist)
+		if !racing || time.Since(start) > createRetryFor {
+			return fmt.Errorf("create log %d: %w", l.id, err)
+		}
 	}
 	idx, err := os.OpenFile(l.paths.index(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -255,27 +281,48 @@ func (l *log) validRecord(idx *os.File, i int, dataSize int64) (record, error) {
 			return record{}, fmt.Errorf("previous record: %w", err)
 		}
 	}
+	if err := checkChunk(r, prev, dataSize, l.limit, l.head); err != nil {
+		return record{}, err
+	}
+	frame := make([]byte, r.compLen)
+	if err := checkFrame(l.data, r, frame); err != nil {
+		return record{}, err
+	}
+	return r, nil
+}
+
+// checkChunk checks chunk record r of an unfinished log against prev, the
+// record before it (zero for the first), the size of the data file and the
+// log's limit and head size. Recovery (load) and readers of a log another
+// process writes (sharedLog) apply the same rules, so that a reader never
+// sees a chunk that a writer taking the log over would cut off.
+func checkChunk(r, prev record, dataSize, limit, head int64) error {
 	switch {
 	case r.complete() || prev.complete():
-		return record{}, errors.New("complete record before the end")
+		return errors.New("complete record before the end")
 	case r.rawOff != prev.rawEnd() || r.compOff != prev.compEnd():
-		return record{}, errors.New("record not contiguous with the one before")
+		return errors.New("record not contiguous with the one before")
 	case r.compEnd() > dataSize:
-		return record{}, fmt.Errorf("frame ends at %d past the data file's %d bytes", r.compEnd(), dataSize)
-	case l.limit > 0 && r.rawEnd() > l.head:
+		return fmt.Errorf("frame ends at %d past the data file's %d bytes", r.compEnd(), dataSize)
+	case limit > 0 && r.rawEnd() > head:
 		// Only Finish writes past the head of a limited log, and it
 		// writes the complete record last: these are from a Finish cut
 		// short, which will be done again from the tail segments.
-		return record{}, errors.New("chunk past the head of an unfinished truncated log")
+		return errors.New("chunk past the head of an unfinished truncated log")
 	}
-	frame := make([]byte, r.compLen)
-	if _, err := l.data.ReadAt(frame, r.compOff); err != nil {
-		return record{}, fmt.Errorf("read frame: %w", err)
+	return nil
+}
+
+// checkFrame reads the frame of r from data into frame, which must be
+// r.compLen bytes long, and checks it against r's checksum.
+func checkFrame(data io.ReaderAt, r record, frame []byte) error {
+	if _, err := data.ReadAt(frame, r.compOff); err != nil {
+		return fmt.Errorf("read frame: %w", err)
 	}
 	if checksum(frame) != r.dataCRC {
-		return record{}, errors.New("frame checksum mismatch")
+		return errors.New("frame checksum mismatch")
 	}
-	return r, nil
+	return nil
 }
 
 func readRecord(idx io.ReaderAt, i int) (record, error) {

@@ -11,6 +11,14 @@
 // new output arrives; Finish joins head, a marker line and tail. Disk use of
 // a truncated log is thus bounded too.
 //
+// Several masters may share one directory of logs. Each live log is written
+// by one Dir, which holds it in memory; Stat, Copy and Follow are for logs
+// this Dir writes, or finished ones, since loading a live log from disk
+// repairs it as after a crash. Logs that another process may be writing are
+// read with StatShared, CopyShared and FollowShared (shared.go), which only
+// read the files and poll them for new chunks. Opening and closing a Dir
+// touches no log it does not hold.
+//
 // The master owns the index row of each log (drover.Log) and copies Stat into
 // it; this package owns the bytes and their byte-level index. The layout and
 // the crash-recovery rules are described in format.go.
@@ -287,7 +295,9 @@ func (d *Dir) Finish(id int64) error {
 
 // Stat reports log id's size as a reader sees it, the bytes dropped, and
 // whether it is complete. A log that never had an append and was not
-// finished is NotFound.
+// finished is NotFound. A live log that this Dir does not hold is loaded,
+// and repaired, as the new writer would: for a log another process may be
+// writing, use StatShared.
 func (d *Dir) Stat(id int64) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
@@ -311,7 +321,7 @@ func (d *Dir) Stat(id int64) (Info, error) {
 // Copy writes the bytes of log id from offset to w and returns how many it
 // wrote. The bytes are those a reader sees (head, marker, tail); for a log
 // being written, those flushed so far. An offset at or past the end writes
-// nothing.
+// nothing. For a log another process may be writing, use CopyShared.
 func (d *Dir) Copy(ctx context.Context, id int64, offset int64, w io.Writer) (int64, error) {
 	if err := checkID(id); err != nil {
 		return 0, err
@@ -361,6 +371,8 @@ func (d *Dir) Copy(ctx context.Context, id int64, offset int64, w io.Writer) (in
 // step's log with its first output; callers that know from the database that
 // a log is gone for good should not follow it. While a truncated log is live,
 // followers receive its head; the marker and the tail arrive at Finish.
+// Follow is woken by this Dir's flushes only: for a log another process may
+// be writing, use FollowShared.
 func (d *Dir) Follow(ctx context.Context, id int64, offset int64, fn func([]byte) error) error {
 	if err := checkID(id); err != nil {
 		return err

@@ -35,6 +35,12 @@ func (d *Dir) newReader(id int64) *reader {
 	return &reader{d: d, p: d.pathsOf(id)}
 }
 
+// newReaderOn returns a reader of log id on files already open, which it
+// closes with itself.
+func (d *Dir) newReaderOn(id int64, idx, data *os.File) *reader {
+	return &reader{d: d, p: d.pathsOf(id), idx: idx, data: data, fb: d.getBuf(), rb: d.getBuf()}
+}
+
 func (r *reader) open() error {
 	if r.idx != nil {
 		return nil
