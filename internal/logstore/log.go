@@ -438,6 +438,11 @@ func (l *log) finishLocked() error {
 	}
 	nrec, rawEnd, compEnd := l.nrec, l.rawEnd, l.compEnd
 	var dropped int64
+	// Only a log with a tail can have tail segments: a fresh log's
+	// leftovers are removed at create, a loaded one's at load. Listing the
+	// bucket (a thousand logs) for every finished log would cost more than
+	// the rest of Finish.
+	hadTail := l.tail != nil
 	if l.tail != nil {
 		var err error
 		if dropped, err = l.tail.finish(); err != nil {
@@ -464,10 +469,12 @@ func (l *log) finishLocked() error {
 	if err := l.releaseLocked(); err != nil {
 		l.d.logger.Warn("closing finished log", "log", l.id, "err", err)
 	}
-	if err := removeSegments(l.paths); err != nil {
-		// The complete record makes them garbage; a later load or Delete
-		// removes them.
-		l.d.logger.Warn("removing tail segments of finished log", "log", l.id, "err", err)
+	if hadTail {
+		if err := removeSegments(l.paths); err != nil {
+			// The complete record makes them garbage; a later load or
+			// Delete removes them.
+			l.d.logger.Warn("removing tail segments of finished log", "log", l.id, "err", err)
+		}
 	}
 	l.broadcastLocked()
 	return nil
