@@ -29,7 +29,9 @@
 package dispatch
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -96,17 +98,11 @@ type Decision struct {
 // more builds to a worker than its free slots, more builds of a builder than
 // its MaxBuilds, or a lock beyond its capacity.
 func Decide(s Snapshot, now time.Time) Decision {
-	reqs := append([]Request(nil), s.Requests...)
-	sort.SliceStable(reqs, func(i, j int) bool {
-		a, b := reqs[i], reqs[j]
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
-		}
-		if !a.Submitted.Equal(b.Submitted) {
-			return a.Submitted.Before(b.Submitted)
-		}
-		return a.ID < b.ID
-	})
+	reqs := s.Requests
+	if !slices.IsSortedFunc(reqs, queueOrder) { // the master's queue comes sorted
+		reqs = slices.Clone(reqs)
+		slices.SortStableFunc(reqs, queueOrder)
+	}
 	workers := make([]Worker, len(s.Workers))
 	copy(workers, s.Workers)
 	for i := range workers {
@@ -140,7 +136,17 @@ func Decide(s Snapshot, now time.Time) Decision {
 		return ok
 	}
 
-	d := Decision{Waiting: map[int64]string{}, NoEligible: map[int64]bool{}}
+	// A builder none of whose eligible workers can take a build now stays
+	// so for the rest of the round (assignments only fill workers): its
+	// later requests outside a group get the same verdict without another
+	// pass over the workers, so a long queue costs a lookup per request.
+	type verdict struct {
+		why        string
+		noEligible bool
+	}
+	full := map[string]verdict{}
+
+	d := Decision{Waiting: make(map[int64]string, len(reqs)), NoEligible: map[int64]bool{}}
 	for _, r := range reqs {
 		b, ok := s.Builders[r.Builder]
 		if !ok {
@@ -149,6 +155,13 @@ func Decide(s Snapshot, now time.Time) Decision {
 		}
 		if b.MaxBuilds > 0 && running[b.Name] >= b.MaxBuilds {
 			d.Waiting[r.ID] = fmt.Sprintf("builder at its max_builds (%d running)", running[b.Name])
+			continue
+		}
+		if v, ok := full[b.Name]; ok && r.Group == "" {
+			d.Waiting[r.ID] = v.why
+			if v.noEligible {
+				d.NoEligible[r.ID] = true
+			}
 			continue
 		}
 		var online, eager, free, freeEager []*Worker
@@ -178,19 +191,25 @@ func Decide(s Snapshot, now time.Time) Decision {
 				}
 			}
 		}
+		var v verdict
 		switch {
 		case len(online) == 0:
-			d.Waiting[r.ID] = "no eligible worker online"
-			d.NoEligible[r.ID] = true
-			continue
+			v = verdict{"no eligible worker online", true}
 		case len(free) == 0 && len(unavailable) == len(online):
-			d.Waiting[r.ID] = "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")
-			continue
+			v.why = "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")
 		case len(free) == 0 && partOfGroup > 0:
-			d.Waiting[r.ID] = fmt.Sprintf("the %d eligible workers not already running a part of this step are busy", len(online)-len(unavailable)-partOfGroup)
-			continue
+			v.why = fmt.Sprintf("the %d eligible workers not already running a part of this step are busy", len(online)-len(unavailable)-partOfGroup)
 		case len(free) == 0:
-			d.Waiting[r.ID] = fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))
+			v.why = fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))
+		}
+		if v.why != "" {
+			d.Waiting[r.ID] = v.why
+			if v.noEligible {
+				d.NoEligible[r.ID] = true
+			}
+			if r.Group == "" {
+				full[b.Name] = v
+			}
 			continue
 		}
 		candidates := freeEager
@@ -255,6 +274,18 @@ func Decide(s Snapshot, now time.Time) Decision {
 		}
 	}
 	return d
+}
+
+// queueOrder is the order requests are served in: priority (high first),
+// then submission time, then ID.
+func queueOrder(a, b Request) int {
+	if a.Priority != b.Priority {
+		return cmp.Compare(b.Priority, a.Priority)
+	}
+	if c := a.Submitted.Compare(b.Submitted); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.ID, b.ID)
 }
 
 // reservedBy returns the first request other than self that reserved any

@@ -135,3 +135,46 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideLongQueue shows that once a builder's workers are full, its
+// later requests wait with the same reason, while a request of a group and
+// requests of other builders are still weighed on their own.
+func TestDecideLongQueue(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	builders := map[string]*drover.Builder{"a": {Name: "a"}, "b": {Name: "b", Workers: []string{"wb"}}, "m": {Name: "m", Workers: []string{"nobody"}}}
+	var reqs []Request
+	for i := range 100 {
+		reqs = append(reqs, Request{ID: int64(i + 1), Builder: "a", Submitted: t0.Add(time.Duration(i) * time.Second)})
+	}
+	reqs = append(reqs,
+		Request{ID: 200, Builder: "a", Submitted: t0.Add(time.Hour), Group: "g"},
+		Request{ID: 201, Builder: "b", Submitted: t0.Add(time.Hour)},
+		Request{ID: 202, Builder: "m", Submitted: t0.Add(time.Hour)},
+		Request{ID: 203, Builder: "m", Submitted: t0.Add(time.Hour)},
+	)
+	workers := []Worker{{Name: "w1", Slots: 2}, {Name: "w2", Slots: 1, Groups: map[string]bool{"g": true}}, {Name: "wb", Slots: 1}}
+	d := Decide(Snapshot{Requests: reqs, Builders: builders, Workers: workers}, t0.Add(2*time.Hour))
+	var got []int64
+	for _, a := range d.Assignments {
+		got = append(got, a.Request)
+	}
+	if want := []int64{1, 2, 3, 4}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("assigned %v, want %v", got, want)
+	}
+	for id := int64(5); id <= 100; id++ {
+		if d.Waiting[id] != "all 3 eligible workers busy" {
+			t.Fatalf("request %d waits because %q", id, d.Waiting[id])
+		}
+	}
+	if why := d.Waiting[200]; why != "the 2 eligible workers not already running a part of this step are busy" {
+		t.Fatalf("request of a group waits because %q", why)
+	}
+	if why := d.Waiting[201]; why != "all 1 eligible workers busy" { // a's requests filled wb first
+		t.Fatalf("b's request waits because %q", why)
+	}
+	for _, id := range []int64{202, 203} {
+		if !d.NoEligible[id] || d.Waiting[id] != "no eligible worker online" {
+			t.Fatalf("request %d: no eligible %v, waits because %q", id, d.NoEligible[id], d.Waiting[id])
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/dispatch"
 	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/store"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -45,6 +46,11 @@ type buildRun struct {
 	abandoned bool
 	// resume, for a build re-attached after a restart, is where it goes on.
 	resume *resumePoint
+	// started, when set, is the build's start, stored with its claim.
+	started *store.BuildStart
+	// first is the first step's log when the build's start stored the
+	// step as running with it (see planStart); runCommandStep takes it.
+	first *drover.Log
 }
 
 func (r *buildRun) setGroup(g string) {
@@ -137,9 +143,10 @@ func (c *command) ack(m *Master, seq uint64) {
 }
 
 // startBuild runs a claimed build in its own goroutine, owned by m.wg.
-func (m *Master) startBuild(b drover.Build, builder drover.Builder) {
+// started is its start when the claim stored it, else nil.
+func (m *Master) startBuild(b drover.Build, builder drover.Builder, started *store.BuildStart) {
 	ctx, cancel := context.WithCancelCause(m.ctx)
-	r := &buildRun{m: m, build: b, builder: builder, ctx: ctx, cancel: cancel}
+	r := &buildRun{m: m, build: b, builder: builder, ctx: ctx, cancel: cancel, started: started}
 	// Known at once, so the next dispatch round already sees this worker
 	// as running a part of its group.
 	r.group = requestGroup(b.Properties)
@@ -197,11 +204,45 @@ func (r *buildRun) run() {
 	// The store context outlives a cancel so that final states are written.
 	sctx := context.WithoutCancel(r.ctx)
 
+	var facts drover.Facts
+	if s, ok := m.hub.Session(b.Worker); ok {
+		facts = m.facts(s)
+	}
+	start := r.started
+	if start == nil {
+		start = m.planStart(&r.builder, b, facts)
+		if err := m.store.StartBuild(sctx, b.ID, start.Properties, start.Steps, start.First); err != nil {
+			r.finish(drover.Exception, "could not store steps: "+err.Error(), false)
+			return
+		}
+	}
+	props, steps := start.Properties, start.Steps
+	r.initShard(props)
+	r.first = start.First
+	m.bus.Publish(events.Event{Type: events.BuildStarted, Builder: b.Builder, BuildID: b.ID, Worker: b.Worker})
+	log.Info("build started")
+
+	var o outcome
+	r.runSteps(steps, 0, props, facts, &o)
+	if r.abandoned {
+		log.Info("master stopping: build left running for the next master to re-attach")
+		return
+	}
+	r.end(&o)
+}
+
+// planStart is what build b of builder stores as it starts, on a worker
+// with facts: its properties, its steps and, when the first step's
+// command is sent straight away (no condition stops it, it takes no locks
+// and is not sharded), that step as running with its log, so that the
+// step's start costs no transaction of its own. It only computes: the
+// dispatcher calls it within the claim's transaction (see store.Claim).
+func (m *Master) planStart(builder *drover.Builder, b *drover.Build, facts drover.Facts) *store.BuildStart {
 	props := b.Properties.Clone()
 	if props == nil {
 		props = drover.Properties{}
 	}
-	for k, v := range r.builder.Properties {
+	for k, v := range builder.Properties {
 		if _, set := props[k]; !set {
 			props[k] = v
 		}
@@ -212,33 +253,24 @@ func (r *buildRun) run() {
 	props["branch"] = b.Source.Branch
 	props["revision"] = b.Source.Revision
 	props["repository"] = b.Source.Repository
-	if err := m.store.SetBuildProperties(sctx, b.ID, props); err != nil {
-		log.Error("store build properties", "err", err)
-	}
-	var facts drover.Facts
-	if s, ok := m.hub.Session(b.Worker); ok {
-		facts = m.facts(s)
-	}
 
-	steps := make([]drover.Step, len(r.builder.Steps))
-	for i, spec := range r.builder.Steps {
+	steps := make([]drover.Step, len(builder.Steps))
+	for i, spec := range builder.Steps {
 		steps[i] = drover.Step{BuildID: b.ID, Index: i, Name: spec.Name, State: drover.StepPending}
 	}
-	if err := m.store.AddSteps(sctx, steps); err != nil {
-		r.finish(drover.Exception, "could not store steps: "+err.Error(), false)
-		return
+	start := &store.BuildStart{Properties: props, Steps: steps}
+	if len(steps) == 0 {
+		return start
 	}
-	m.bus.Publish(events.Event{Type: events.BuildStarted, Builder: b.Builder, BuildID: b.ID, Worker: b.Worker})
-	log.Info("build started")
-
-	r.initShard(props)
-	var o outcome
-	r.runSteps(steps, 0, props, facts, &o)
-	if r.abandoned {
-		log.Info("master stopping: build left running for the next master to re-attach")
-		return
+	spec := &builder.Steps[0]
+	_, _, shardPart := shardOf(props, len(builder.Steps))
+	if len(spec.Locks) == 0 && conditionsHold(spec.When, props) && (spec.ShardCount() <= 1 || shardPart) {
+		st := &steps[0]
+		st.State, st.Started = drover.StepRunning, m.now()
+		stepURLs(spec, st, props, facts)
+		start.First = &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
 	}
-	r.end(&o)
+	return start
 }
 
 // outcome accumulates a build's result as its steps end.
@@ -344,7 +376,14 @@ func conditionsHold(cs []drover.Condition, props drover.Properties) bool {
 func (r *buildRun) skip(st *drover.Step, why string) {
 	now := r.m.now()
 	st.State, st.Result, st.Summary, st.Started, st.Finished = drover.StepFinished, drover.Skipped, why, now, now
-	if err := r.m.store.UpdateStep(context.WithoutCancel(r.ctx), st); err != nil {
+	var l *drover.Log
+	if r.first != nil && r.first.StepIndex == st.Index {
+		// Stored as starting with the build, then stopped before its
+		// command was sent: its empty log is complete.
+		l, r.first = r.first, nil
+		r.m.finishLogFile(l)
+	}
+	if err := r.m.store.FinishStep(context.WithoutCancel(r.ctx), st, l); err != nil {
 		r.m.logger.Error("store step", "build", st.BuildID, "step", st.Index, "err", err)
 	}
 }
@@ -413,12 +452,6 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 	m := r.m
 	b := &r.build
 	sctx := context.WithoutCancel(r.ctx)
-	st.State, st.Started = drover.StepRunning, m.now()
-	stepURLs(spec, st, props, facts)
-	if err := m.store.UpdateStep(sctx, st); err != nil {
-		m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
-	}
-	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
 	end := func(res drover.Result, summary string) (drover.Result, string, drover.Properties) {
 		st.State, st.Result, st.Summary, st.Finished = drover.StepFinished, res, summary, m.now()
 		if err := m.store.UpdateStep(sctx, st); err != nil {
@@ -428,10 +461,20 @@ func (r *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props 
 		return res, summary, nil
 	}
 
-	l := &drover.Log{BuildID: b.ID, StepIndex: st.Index, Name: "stdio"}
-	if err := m.store.AddLog(sctx, l); err != nil {
-		return end(drover.Exception, "could not create log: "+err.Error())
+	// The step's start and its log: one transaction, unless the build's
+	// start stored them already.
+	l := r.first
+	r.first = nil
+	if l == nil || l.StepIndex != st.Index {
+		st.State, st.Started = drover.StepRunning, m.now()
+		stepURLs(spec, st, props, facts)
+		l = &drover.Log{BuildID: b.ID, StepIndex: st.Index, Name: "stdio"}
+		if err := m.store.StartStep(sctx, st, l); err != nil {
+			m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
+			return end(drover.Exception, "could not create log: "+err.Error())
+		}
 	}
+	m.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
 	id := fmt.Sprintf("b%d-s%d", b.ID, st.Index)
 	run := commandFor(id, b, &r.builder, spec, st.Index, props, facts)
 	for k, v := range env {
@@ -479,27 +522,32 @@ func (r *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *co
 	m := r.m
 	b := &r.build
 	sctx := context.WithoutCancel(r.ctx)
+	forget := func() {
+		m.mu.Lock()
+		delete(m.cmds, c.id)
+		m.mu.Unlock()
+	}
+	defer forget()
+	// end completes the log and records it with the step's end in one
+	// transaction (the log alone, when the step stays open).
 	end := func(res drover.Result, summary string, exit *int) (drover.Result, string, drover.Properties) {
 		c.mergePublished(st, nil) // links the command published stay on the step
+		forget()
+		m.finishLogFile(l)
 		if keepOpen {
 			st.ExitCode = exit
+			if err := m.store.FinishStep(sctx, nil, l); err != nil {
+				m.logger.Error("store log", "log", l.ID, "err", err)
+			}
 			return res, summary, nil
 		}
 		st.State, st.Result, st.Summary, st.ExitCode, st.Finished = drover.StepFinished, res, summary, exit, m.now()
-		if err := m.store.UpdateStep(sctx, st); err != nil {
-			m.logger.Error("store step", "build", b.ID, "step", st.Index, "err", err)
+		if err := m.store.FinishStep(sctx, st, l); err != nil {
+			m.logger.Error("store step", "build", b.ID, "step", st.Index, "log", l.ID, "err", err)
 		}
 		m.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(res)})
 		return res, summary, nil
 	}
-	defer func() {
-		m.mu.Lock()
-		delete(m.cmds, c.id)
-		m.mu.Unlock()
-		if !r.abandoned {
-			m.finishLog(sctx, l)
-		}
-	}()
 
 	f, err := r.await(c, send)
 	if errors.Is(err, errMasterStopping) {
@@ -555,6 +603,15 @@ func (m *Master) appendNote(logID int64, note string) {
 
 // finishLog completes a log and records its size in the store.
 func (m *Master) finishLog(ctx context.Context, l *drover.Log) {
+	m.finishLogFile(l)
+	if err := m.store.UpdateLog(ctx, l); err != nil {
+		m.logger.Error("store log", "log", l.ID, "err", err)
+	}
+}
+
+// finishLogFile completes a log in the log store and sets l's size and
+// Complete, for the caller to record.
+func (m *Master) finishLogFile(l *drover.Log) {
 	if err := m.logs.Finish(l.ID); err != nil && drover.KindOf(err) != drover.NotFound {
 		m.logger.Error("finish log", "log", l.ID, "err", err)
 	}
@@ -563,9 +620,6 @@ func (m *Master) finishLog(ctx context.Context, l *drover.Log) {
 		l.Bytes, l.Dropped = info.Bytes, info.Dropped
 	}
 	l.Complete = true
-	if err := m.store.UpdateLog(ctx, l); err != nil {
-		m.logger.Error("store log", "log", l.ID, "err", err)
-	}
 }
 
 var errCancelled = errors.New("cancelled")

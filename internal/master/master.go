@@ -102,6 +102,7 @@ type Master struct {
 	nowOnce sync.Once
 	pollers atomic.Pointer[pollers] // set by Run
 	wake    chan struct{}           // dispatcher wake-ups, coalesced
+	pending pendingQueue            // the dispatcher's copy of the queue
 	changes chan []*drover.Change
 
 	// ctx is Run's context, for work started by callbacks (builds).
@@ -164,7 +165,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	m.store = st
+	m.store = queueStore{Store: st, q: &m.pending}
 	fail := func(err error) (*Master, error) {
 		m.closeResources()
 		return nil, err

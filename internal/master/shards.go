@@ -51,20 +51,35 @@ func shardEnv(index, count int, name string) map[string]string {
 
 // initShard recognises a build that is a part of another's sharded step.
 func (r *buildRun) initShard(props drover.Properties) {
-	parent, err := strconv.ParseInt(props[propShardParent], 10, 64)
-	if err != nil || parent == 0 {
+	parent, step, ok := shardOf(props, len(r.builder.Steps))
+	if !ok {
+		if props[propShardParent] != "" && parent != 0 {
+			r.m.logger.Warn("ignoring malformed shard properties", "build", r.build.ID)
+		}
 		return
 	}
-	step, err1 := strconv.Atoi(props[propShardStep])
-	index, err2 := strconv.Atoi(props[propShardIndex])
-	count, err3 := strconv.Atoi(props[propShardCount])
-	if err1 != nil || err2 != nil || err3 != nil || step < 0 || step >= len(r.builder.Steps) {
-		r.m.logger.Warn("ignoring malformed shard properties", "build", r.build.ID)
-		return
-	}
+	index, _ := strconv.Atoi(props[propShardIndex])
+	count, _ := strconv.Atoi(props[propShardCount])
 	r.shardOf, r.shardStep = parent, step
 	r.shardEnv = shardEnv(index, count, props[propShardName])
 	r.setGroup(shardGroup(parent, step))
+}
+
+// shardOf reads the shard properties of a build of a builder with steps
+// steps: the parent build and the step it runs a part of, and whether they
+// are well formed (false, with parent 0, for a build that is no part).
+func shardOf(props drover.Properties, steps int) (parent int64, step int, ok bool) {
+	parent, err := strconv.ParseInt(props[propShardParent], 10, 64)
+	if err != nil || parent == 0 {
+		return 0, 0, false
+	}
+	step, err1 := strconv.Atoi(props[propShardStep])
+	_, err2 := strconv.Atoi(props[propShardIndex])
+	_, err3 := strconv.Atoi(props[propShardCount])
+	if err1 != nil || err2 != nil || err3 != nil || step < 0 || step >= steps {
+		return parent, 0, false
+	}
+	return parent, step, true
 }
 
 // runShardedStep runs a step as parallel parts: part 0 on this build's

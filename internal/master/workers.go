@@ -248,7 +248,7 @@ func (m *Master) dispatchLoop(ctx context.Context) {
 // dispatchOnce makes one round of decisions and returns when the next
 // time-based one is due (zero: none).
 func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
-	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := m.pendingRequests(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -310,6 +310,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	sort.Slice(snap.Workers, func(i, j int) bool { return snap.Workers[i].Name < snap.Workers[j].Name })
 
 	d := dispatch.Decide(snap, now)
+	claims := make([]store.Claim, 0, len(d.Assignments))
 	for _, a := range d.Assignments {
 		req := byID[a.Request]
 		builder := snap.Builders[req.Builder]
@@ -318,21 +319,81 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 			d.Waiting[req.ID] = "waiting for a lock a running build's step is queued for"
 			continue
 		}
-		b := drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now, Master: m.id}
-		if err := m.store.ClaimRequest(ctx, req.ID, &b); err != nil {
-			m.locks.releaseRequest(req.ID)
-			if drover.KindOf(err) == drover.Conflict {
-				continue // cancelled or claimed meanwhile
-			}
-			return time.Time{}, fmt.Errorf("claim request %d: %w", req.ID, err)
+		b := &drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now, Master: m.id}
+		var facts drover.Facts
+		if s, ok := m.hub.Session(a.Worker); ok {
+			facts = m.facts(s)
 		}
+		claims = append(claims, store.Claim{Request: req.ID, Build: b, Start: func(b *drover.Build) *store.BuildStart {
+			return m.planStart(builder, b, facts)
+		}})
+	}
+	// One transaction claims the round's requests and stores their builds'
+	// starts; the builds run only once it has committed.
+	if err := m.claim(ctx, claims); err != nil {
+		for _, c := range claims {
+			m.locks.releaseRequest(c.Request)
+		}
+		return time.Time{}, err
+	}
+	var failed error
+	for _, c := range claims {
+		req := byID[c.Request]
+		if c.Err != nil {
+			m.locks.releaseRequest(req.ID)
+			if drover.KindOf(c.Err) != drover.Conflict && failed == nil {
+				failed = c.Err
+			}
+			continue // a Conflict: cancelled or claimed meanwhile
+		}
+		b := *c.Build
 		m.locks.bind(req.ID, b.ID, b.Number)
 		m.met.dispatchLatency.Observe(now.Sub(req.Submitted).Seconds())
 		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
-		m.startBuild(b, *builder)
+		m.startBuild(b, *snap.Builders[req.Builder], c.Started)
+	}
+	if failed != nil {
+		return time.Time{}, failed
 	}
 	_ = queued // the lock manager re-checks queued step waiters in takeForRequest
 	return m.recordWaiting(ctx, cfg, byID, d, now)
+}
+
+// pendingRequests returns the pending requests in queue order: from the
+// dispatcher's copy, or, when other masters share the store, from the
+// store itself, since they add and claim requests too.
+func (m *Master) pendingRequests(ctx context.Context) ([]drover.BuildRequest, error) {
+	if m.shared {
+		return m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	}
+	return m.pending.list(ctx, m.store)
+}
+
+// claim claims the requests of a dispatch round in one transaction,
+// setting each claim's Err. Should the batch fail as a whole (on
+// PostgreSQL, a build number taken by another master's claim ends the
+// transaction), each request is claimed on its own, as ClaimRequest
+// retries that case.
+func (m *Master) claim(ctx context.Context, claims []store.Claim) error {
+	if len(claims) == 0 {
+		return nil
+	}
+	err := m.store.ClaimRequests(ctx, claims)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	m.logger.Warn("claiming a batch of requests failed; claiming them one by one", "requests", len(claims), "err", err)
+	for i := range claims {
+		c := &claims[i]
+		c.Err, c.Started = m.store.ClaimRequest(ctx, c.Request, c.Build), nil // each build stores its own start
+		if c.Err != nil && drover.KindOf(c.Err) != drover.Conflict && drover.KindOf(c.Err) != drover.NotFound {
+			for j := i + 1; j < len(claims); j++ {
+				claims[j].Err = c.Err // not tried: their locks are released too
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // recordWaiting keeps each waiting request's reason for the queue view,

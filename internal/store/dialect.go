@@ -36,6 +36,9 @@ type dialect struct {
 	// ends, so that two masters starting at once do not both create a
 	// table. SQLite needs nothing: its write transactions are IMMEDIATE.
 	lockMigration string
+	// prepare says queries of fixed text gain by being prepared once per
+	// connection (see stmtCache): the engine's driver does not cache them.
+	prepare bool
 	// isUnique and isForeignKey classify constraint violations, which the
 	// store reports as Conflict and NotFound.
 	isUnique     func(error) bool

@@ -1,13 +1,17 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/drover-ci/drover"
 )
 
 func TestRebind(t *testing.T) {
@@ -132,5 +136,58 @@ func TestPostgresErrorClasses(t *testing.T) {
 	}
 	if q := d.rebind(`SELECT x FROM t WHERE id = ?` + d.skipLocked); q != `SELECT x FROM t WHERE id = $1 FOR UPDATE SKIP LOCKED` {
 		t.Errorf("claim query = %q", q)
+	}
+}
+
+// TestPreparedStatements shows that on SQLite a query of a transaction is
+// prepared once that transaction has ended, and that later transactions
+// and plain writes run it prepared, on a file database and in memory.
+func TestPreparedStatements(t *testing.T) {
+	for _, dsn := range []string{filepath.Join(t.TempDir(), "s.sqlite"), ":memory:"} {
+		ctx := context.Background()
+		s, err := Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		claim := func() *drover.Build {
+			t.Helper()
+			reqs := []*drover.BuildRequest{{Builder: "b"}}
+			if err := s.AddRequests(ctx, reqs); err != nil {
+				t.Fatal(err)
+			}
+			b := &drover.Build{Worker: "w"}
+			if err := s.ClaimRequest(ctx, reqs[0].ID, b); err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		claim()
+		s.rwStmts.mu.Lock()
+		n, missed := len(s.rwStmts.stmts), len(s.rwStmts.missed)
+		s.rwStmts.mu.Unlock()
+		if n < 5 || missed != 0 {
+			t.Fatalf("%s: after a claim, %d statements prepared and %d waiting", dsn, n, missed)
+		}
+		b := claim()
+		if b.Number != 2 {
+			t.Fatalf("%s: second build has number %d", dsn, b.Number)
+		}
+		st := &drover.Step{BuildID: b.ID, Index: 0, Name: "x"}
+		if err := s.AddSteps(ctx, []drover.Step{*st}); err != nil {
+			t.Fatal(err)
+		}
+		st.State = drover.StepRunning
+		for range 2 { // prepared on the pool, then used
+			if err := s.UpdateStep(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateStep(ctx, st); drover.KindOf(err) != drover.Unavailable {
+			t.Fatalf("%s: update after close: %v", dsn, err)
+		}
 	}
 }

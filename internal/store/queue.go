@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -105,7 +106,7 @@ func (s *DB) AddRequests(ctx context.Context, reqs []*drover.BuildRequest) error
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		for i, r := range reqs {
 			submitted[i] = orNow(r.Submitted)
-			err := tx.QueryRowContext(ctx, s.q(`INSERT INTO build_requests
+			err := s.prep(tx).QueryRowContext(ctx, s.q(`INSERT INTO build_requests
 				(builder, repository, branch, revision, properties, priority, reason, change_ids,
 				 state, result, submitted, tries)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, 0) RETURNING id`),
@@ -215,74 +216,159 @@ var errNumberTaken = errors.New("build number taken by a concurrent claim")
 
 // claimOnce is one attempt of ClaimRequest, filling in nb.
 func (s *DB) claimOnce(ctx context.Context, id int64, nb *drover.Build) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		// Only a pending row qualifies, and on engines with row locks the
-		// row is locked until commit; a row another master has locked is
-		// skipped, which reads as "not pending" below.
-		req, err := scanRequest(tx.QueryRowContext(ctx, s.q(`SELECT `+requestColumns+
-			` FROM build_requests WHERE id = ? AND state = ?`+s.d.skipLocked), id, drover.RequestPending))
-		if errors.Is(err, sql.ErrNoRows) {
-			return s.requestNotPending(ctx, tx, id)
-		}
-		if err != nil {
-			return fmt.Errorf("read request: %w", err)
-		}
-		switch nb.Builder {
-		case "":
-			nb.Builder = req.Builder
-		case req.Builder:
-		default:
-			return drover.Errorf(drover.Invalid, "build request %d is for builder %s, not %s", id, req.Builder, nb.Builder)
-		}
-		if nb.Source == (drover.SourceStamp{}) {
-			nb.Source = req.Source
-		}
-		if len(nb.Properties) == 0 {
-			nb.Properties = req.Properties.Clone()
-			if len(nb.Properties) == 0 {
-				nb.Properties = nil
-			}
-		}
-		if nb.Reason == "" {
-			nb.Reason = req.Reason
-		}
-		nb.RequestID = id
-		nb.State = drover.BuildRunning
-		nb.Result = drover.ResultNone
-		nb.Started = orNow(nb.Started)
-		nb.Finished = time.Time{}
+	return s.inTx(ctx, func(tx *sql.Tx) error { return s.claimTx(ctx, tx, id, nb) })
+}
 
-		// The write lock (SQLite) or the builder's lock (PostgreSQL)
-		// makes max+1 safe: a racing claim for the same builder waits
-		// for this one to commit and then reads its number. UNIQUE
-		// (builder, number) stays the backstop: should two claims still
-		// pick one number, the loser fails with errNumberTaken and
-		// ClaimRequest tries again.
-		if err := s.lockBuilder(ctx, tx, nb.Builder); err != nil {
-			return err
+// Claim is one request for ClaimRequests to claim: Request, with Build
+// the build to create for it, as ClaimRequest takes them. ClaimRequests
+// sets Err.
+type Claim struct {
+	Request int64
+	Build   *drover.Build
+	// Start, when set, is called in the transaction with the claimed
+	// build (its ID and Number set) and returns what StartBuild would
+	// store for it, which is stored with the claim: the build's start
+	// costs no transaction of its own. It must only compute; its result
+	// is kept in Started (with First.ID set) once the claim commits.
+	Start   func(b *drover.Build) *BuildStart
+	Started *BuildStart
+	// Err is nil when the request was claimed (Build is then filled in as
+	// ClaimRequest fills it), else why not: Conflict when it was not
+	// pending, NotFound when there is no such request, Invalid for a
+	// build naming another builder.
+	Err error
+}
+
+// ClaimRequests claims several requests in one transaction, each as
+// ClaimRequest does (see Store). A claim refused for its own reason (its
+// Err is Conflict, NotFound or Invalid) leaves its Build unchanged and
+// does not stop the others; any other failure fails the whole call, which
+// then claims none of them. Claims are made in order of the builder their
+// Build names ("" first), so that masters claiming batches at once take
+// builder locks in one order.
+func (s *DB) ClaimRequests(ctx context.Context, claims []Claim) error {
+	for i := range claims {
+		if claims[i].Build == nil {
+			return drover.Errorf(drover.Invalid, "claim build requests: claim %d has no build", i)
 		}
-		if err := tx.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builder = ?`),
-			nb.Builder).Scan(&nb.Number); err != nil {
-			return fmt.Errorf("next build number of %s: %w", nb.Builder, err)
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, tries = tries + 1 WHERE id = ?`),
-			drover.RequestClaimed, id); err != nil {
-			return fmt.Errorf("mark claimed: %w", err)
-		}
-		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO builds
-			(builder, number, request_id, worker, repository, branch, revision, properties,
-			 reason, why_worker, master, state, result, summary, started, finished)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, NULL) RETURNING id`),
-			nb.Builder, nb.Number, id, nb.Worker, nb.Source.Repository, nb.Source.Branch, nb.Source.Revision,
-			jsonMap(nb.Properties), nb.Reason, nb.WhyWorker, nb.Master, nb.State, nb.Summary, dbTime(nb.Started)).Scan(&nb.ID)
-		if s.d.isUnique(err) {
-			return drover.Errorf(drover.Conflict, "build %s #%d: %w", nb.Builder, nb.Number, errNumberTaken)
-		}
-		if err != nil {
-			return fmt.Errorf("insert build: %w", err)
+	}
+	if len(claims) == 0 {
+		return nil
+	}
+	order := make([]int, len(claims))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return claims[order[a]].Build.Builder < claims[order[b]].Build.Builder })
+	built := make([]drover.Build, len(claims))
+	started := make([]*BuildStart, len(claims))
+	errs := make([]error, len(claims))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for _, i := range order {
+			built[i] = *claims[i].Build
+			errs[i], started[i] = nil, nil
+			err := s.claimTx(ctx, tx, claims[i].Request, &built[i])
+			if err == nil && claims[i].Start != nil {
+				started[i] = claims[i].Start(&built[i])
+				if err := s.startTx(ctx, tx, built[i].ID, started[i]); err != nil {
+					return fmt.Errorf("start build %d: %w", built[i].ID, err)
+				}
+			}
+			switch k := drover.KindOf(err); {
+			case err == nil:
+			case (k == drover.Conflict && !errors.Is(err, errNumberTaken)) || k == drover.NotFound || k == drover.Invalid:
+				errs[i] = fmt.Errorf("claim build request %d: %w", claims[i].Request, err)
+			default:
+				// Includes a build number taken by a concurrent claim:
+				// on PostgreSQL the failed INSERT has ended the
+				// transaction, so the whole batch fails.
+				return fmt.Errorf("claim build request %d: %w", claims[i].Request, err)
+			}
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("claim %d build requests: %w", len(claims), err)
+	}
+	for i := range claims {
+		claims[i].Err, claims[i].Started = errs[i], nil
+		if errs[i] == nil {
+			*claims[i].Build = built[i]
+			claims[i].Started = started[i]
+		}
+	}
+	return nil
+}
+
+// claimTx claims request id and creates build nb for it within tx.
+func (s *DB) claimTx(ctx context.Context, tx *sql.Tx, id int64, nb *drover.Build) error {
+	q := s.prep(tx)
+	// Only a pending row qualifies, and on engines with row locks the
+	// row is locked until commit; a row another master has locked is
+	// skipped, which reads as "not pending" below.
+	req, err := scanRequest(q.QueryRowContext(ctx, s.q(`SELECT `+requestColumns+
+		` FROM build_requests WHERE id = ? AND state = ?`+s.d.skipLocked), id, drover.RequestPending))
+	if errors.Is(err, sql.ErrNoRows) {
+		return s.requestNotPending(ctx, tx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	switch nb.Builder {
+	case "":
+		nb.Builder = req.Builder
+	case req.Builder:
+	default:
+		return drover.Errorf(drover.Invalid, "build request %d is for builder %s, not %s", id, req.Builder, nb.Builder)
+	}
+	if nb.Source == (drover.SourceStamp{}) {
+		nb.Source = req.Source
+	}
+	if len(nb.Properties) == 0 {
+		nb.Properties = req.Properties.Clone()
+		if len(nb.Properties) == 0 {
+			nb.Properties = nil
+		}
+	}
+	if nb.Reason == "" {
+		nb.Reason = req.Reason
+	}
+	nb.RequestID = id
+	nb.State = drover.BuildRunning
+	nb.Result = drover.ResultNone
+	nb.Started = orNow(nb.Started)
+	nb.Finished = time.Time{}
+
+	// The write lock (SQLite) or the builder's lock (PostgreSQL)
+	// makes max+1 safe: a racing claim for the same builder waits
+	// for this one to commit and then reads its number. UNIQUE
+	// (builder, number) stays the backstop: should two claims still
+	// pick one number, the loser fails with errNumberTaken and
+	// ClaimRequest tries again.
+	if err := s.lockBuilder(ctx, tx, nb.Builder); err != nil {
+		return err
+	}
+	if err := q.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builder = ?`),
+		nb.Builder).Scan(&nb.Number); err != nil {
+		return fmt.Errorf("next build number of %s: %w", nb.Builder, err)
+	}
+	if _, err := q.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, tries = tries + 1 WHERE id = ?`),
+		drover.RequestClaimed, id); err != nil {
+		return fmt.Errorf("mark claimed: %w", err)
+	}
+	err = q.QueryRowContext(ctx, s.q(`INSERT INTO builds
+		(builder, number, request_id, worker, repository, branch, revision, properties,
+		 reason, why_worker, master, state, result, summary, started, finished)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, NULL) RETURNING id`),
+		nb.Builder, nb.Number, id, nb.Worker, nb.Source.Repository, nb.Source.Branch, nb.Source.Revision,
+		jsonMap(nb.Properties), nb.Reason, nb.WhyWorker, nb.Master, nb.State, nb.Summary, dbTime(nb.Started)).Scan(&nb.ID)
+	if s.d.isUnique(err) {
+		return drover.Errorf(drover.Conflict, "build %s #%d: %w", nb.Builder, nb.Number, errNumberTaken)
+	}
+	if err != nil {
+		return fmt.Errorf("insert build: %w", err)
+	}
+	return nil
 }
 
 // requestNotPending explains why request id could not be taken as pending.
@@ -406,18 +492,21 @@ func (s *DB) ListBuilds(ctx context.Context, f BuildFilter) ([]drover.Build, err
 // SetBuildProperties replaces the properties of a running build. It fails
 // with NotFound for an unknown build and Conflict for a finished one.
 func (s *DB) SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE builds SET properties = ? WHERE id = ? AND state = ?`),
-			jsonMap(props), id, drover.BuildRunning)
-		if err != nil {
-			return err
-		}
-		return mustAffect(res, func() error { return s.buildNotRunning(ctx, tx, id) })
-	})
+	err := s.inTx(ctx, func(tx *sql.Tx) error { return s.setBuildProperties(ctx, tx, id, props) })
 	if err != nil {
 		return fmt.Errorf("set properties of build %d: %w", id, err)
 	}
 	return nil
+}
+
+// setBuildProperties is SetBuildProperties within tx.
+func (s *DB) setBuildProperties(ctx context.Context, tx *sql.Tx, id int64, props drover.Properties) error {
+	res, err := s.prep(tx).ExecContext(ctx, s.q(`UPDATE builds SET properties = ? WHERE id = ? AND state = ?`),
+		jsonMap(props), id, drover.BuildRunning)
+	if err != nil {
+		return err
+	}
+	return mustAffect(res, func() error { return s.buildNotRunning(ctx, tx, id) })
 }
 
 // buildNotRunning explains why build id could not be changed as running.
@@ -443,8 +532,9 @@ func (s *DB) FinishBuild(ctx context.Context, id int64, result drover.Result, su
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		// The state test in the UPDATE makes two racing finishes end the
 		// build once, on any engine.
+		q := s.prep(tx)
 		var reqID int64
-		err := tx.QueryRowContext(ctx, s.q(`UPDATE builds SET state = ?, result = ?, summary = ?, finished = ?
+		err := q.QueryRowContext(ctx, s.q(`UPDATE builds SET state = ?, result = ?, summary = ?, finished = ?
 			WHERE id = ? AND state = ? RETURNING request_id`),
 			drover.BuildFinished, result, summary, dbTime(finished), id, drover.BuildRunning).Scan(&reqID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -460,7 +550,7 @@ func (s *DB) FinishBuild(ctx context.Context, id int64, result drover.Result, su
 		case result == drover.Cancelled:
 			state = drover.RequestCancelled
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, result = ? WHERE id = ?`),
+		if _, err := q.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, result = ? WHERE id = ?`),
 			state, reqResult, reqID); err != nil {
 			return fmt.Errorf("end build request %d: %w", reqID, err)
 		}

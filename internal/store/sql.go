@@ -30,6 +30,10 @@ type DB struct {
 	closing     context.Context
 	stopClosing context.CancelFunc
 
+	// rwStmts and roStmts cache prepared statements of rw and ro on an
+	// engine that gains by it (SQLite); nil otherwise. See prep.
+	rwStmts, roStmts *stmtCache
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -77,6 +81,9 @@ func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 	}
 	rw, ro := c.rw, c.ro
 	db := &DB{d: d, rw: rw, ro: ro, listen: c.listen}
+	if d.prepare {
+		db.rwStmts, db.roStmts = newStmtCache(rw), newStmtCache(ro)
+	}
 	db.closing, db.stopClosing = context.WithCancel(context.Background())
 	if err := rw.PingContext(ctx); err != nil {
 		db.Close()
@@ -123,6 +130,10 @@ func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.stopClosing()
+		if s.rwStmts != nil {
+			s.rwStmts.close()
+			s.roStmts.close()
+		}
 		var errs []error
 		if s.ro != s.rw {
 			errs = append(errs, s.ro.Close())
@@ -178,14 +189,17 @@ func (s *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err != nil {
 		tx.Rollback()
-		return err
+	} else if err = tx.Commit(); err != nil {
+		err = fmt.Errorf("commit: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if s.rwStmts != nil {
+		// The connection is free again: prepare what fn met unprepared.
+		s.rwStmts.prepareMissed(context.WithoutCancel(ctx))
 	}
-	return nil
+	return err
 }
 
 // scanner is a *sql.Row or *sql.Rows.

@@ -44,7 +44,8 @@ func newSQLite() *dialect {
 		isForeignKey: func(err error) bool {
 			return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 		},
-		open: openSQLite,
+		open:    openSQLite,
+		prepare: true,
 	}
 }
 

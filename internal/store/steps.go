@@ -41,42 +41,45 @@ func (s *DB) AddSteps(ctx context.Context, steps []drover.Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		checked := map[int64]bool{}
-		for _, st := range steps {
-			if !checked[st.BuildID] {
-				// Checked up front for a clear NotFound; the foreign
-				// key would refuse the row anyway.
-				var n int
-				if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM builds WHERE id = ?`), st.BuildID).Scan(&n); err != nil {
-					return fmt.Errorf("check build %d: %w", st.BuildID, err)
-				}
-				if n == 0 {
-					return drover.Errorf(drover.NotFound, "build %d not found", st.BuildID)
-				}
-				checked[st.BuildID] = true
-			}
-			if st.Index < 0 {
-				return drover.Errorf(drover.Invalid, "step %q of build %d has negative index %d", st.Name, st.BuildID, st.Index)
-			}
-			state := st.State
-			if state == "" {
-				state = drover.StepPending
-			}
-			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO steps (`+stepColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				st.BuildID, st.Index, st.Name, state, st.Result, st.Summary, exitArg(st.ExitCode),
-				dbTime(st.Started), dbTime(st.Finished), jsonSlice(st.Parts), jsonMap(st.URLs))
-			if s.d.isUnique(err) {
-				return drover.Errorf(drover.Conflict, "build %d already has a step %d", st.BuildID, st.Index)
-			}
-			if err != nil {
-				return fmt.Errorf("insert step %d of build %d: %w", st.Index, st.BuildID, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.addStepsTx(ctx, tx, steps) }); err != nil {
 		return fmt.Errorf("add steps: %w", err)
+	}
+	return nil
+}
+
+// addStepsTx is AddSteps within tx.
+func (s *DB) addStepsTx(ctx context.Context, tx *sql.Tx, steps []drover.Step) error {
+	q := s.prep(tx)
+	checked := map[int64]bool{}
+	for _, st := range steps {
+		if !checked[st.BuildID] {
+			// Checked up front for a clear NotFound; the foreign
+			// key would refuse the row anyway.
+			var n int
+			if err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM builds WHERE id = ?`), st.BuildID).Scan(&n); err != nil {
+				return fmt.Errorf("check build %d: %w", st.BuildID, err)
+			}
+			if n == 0 {
+				return drover.Errorf(drover.NotFound, "build %d not found", st.BuildID)
+			}
+			checked[st.BuildID] = true
+		}
+		if st.Index < 0 {
+			return drover.Errorf(drover.Invalid, "step %q of build %d has negative index %d", st.Name, st.BuildID, st.Index)
+		}
+		state := st.State
+		if state == "" {
+			state = drover.StepPending
+		}
+		_, err := q.ExecContext(ctx, s.q(`INSERT INTO steps (`+stepColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			st.BuildID, st.Index, st.Name, state, st.Result, st.Summary, exitArg(st.ExitCode),
+			dbTime(st.Started), dbTime(st.Finished), jsonSlice(st.Parts), jsonMap(st.URLs))
+		if s.d.isUnique(err) {
+			return drover.Errorf(drover.Conflict, "build %d already has a step %d", st.BuildID, st.Index)
+		}
+		if err != nil {
+			return fmt.Errorf("insert step %d of build %d: %w", st.Index, st.BuildID, err)
+		}
 	}
 	return nil
 }
@@ -91,7 +94,12 @@ func (s *DB) UpdateStep(ctx context.Context, st *drover.Step) error {
 	if err != nil {
 		return err
 	}
-	res, err := w.ExecContext(ctx, s.q(`UPDATE steps SET name = ?, state = ?, result = ?, summary = ?,
+	return s.updateStep(ctx, w, st)
+}
+
+// updateStep is UpdateStep on q.
+func (s *DB) updateStep(ctx context.Context, q queryer, st *drover.Step) error {
+	res, err := s.prep(q).ExecContext(ctx, s.q(`UPDATE steps SET name = ?, state = ?, result = ?, summary = ?,
 		exit_code = ?, started = ?, finished = ?, parts = ?, urls = ? WHERE build_id = ? AND idx = ?`),
 		st.Name, st.State, st.Result, st.Summary, exitArg(st.ExitCode), dbTime(st.Started), dbTime(st.Finished),
 		jsonSlice(st.Parts), jsonMap(st.URLs), st.BuildID, st.Index)
@@ -139,7 +147,7 @@ func (s *DB) SetLogProgress(ctx context.Context, progress []drover.Log) error {
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		for _, p := range progress {
-			if _, err := tx.ExecContext(ctx, s.q(`UPDATE logs SET seq = ?, seq_bytes = ? WHERE id = ?`),
+			if _, err := s.prep(tx).ExecContext(ctx, s.q(`UPDATE logs SET seq = ?, seq_bytes = ? WHERE id = ?`),
 				int64(p.Seq), p.SeqBytes, p.ID); err != nil {
 				return fmt.Errorf("log %d: %w", p.ID, err)
 			}
@@ -162,8 +170,13 @@ func (s *DB) AddLog(ctx context.Context, l *drover.Log) error {
 	if err != nil {
 		return err
 	}
+	return s.addLog(ctx, w, l)
+}
+
+// addLog is AddLog on q, for a log with a name.
+func (s *DB) addLog(ctx context.Context, q queryer, l *drover.Log) error {
 	var id int64
-	err = w.QueryRowContext(ctx, s.q(`INSERT INTO logs (build_id, step, name, bytes, dropped, complete)
+	err := s.prep(q).QueryRowContext(ctx, s.q(`INSERT INTO logs (build_id, step, name, bytes, dropped, complete)
 		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`),
 		l.BuildID, l.StepIndex, l.Name, l.Bytes, l.Dropped, l.Complete).Scan(&id)
 	if s.d.isForeignKey(err) {
@@ -186,13 +199,107 @@ func (s *DB) UpdateLog(ctx context.Context, l *drover.Log) error {
 	if err != nil {
 		return err
 	}
-	res, err := w.ExecContext(ctx, s.q(`UPDATE logs SET bytes = ?, dropped = ?, complete = ? WHERE id = ?`),
+	return s.updateLog(ctx, w, l)
+}
+
+// updateLog is UpdateLog on q.
+func (s *DB) updateLog(ctx context.Context, q queryer, l *drover.Log) error {
+	res, err := s.prep(q).ExecContext(ctx, s.q(`UPDATE logs SET bytes = ?, dropped = ?, complete = ? WHERE id = ?`),
 		l.Bytes, l.Dropped, l.Complete, l.ID)
 	if err == nil {
 		err = mustAffect(res, func() error { return drover.Errorf(drover.NotFound, "log %d not found", l.ID) })
 	}
 	if err != nil {
 		return fmt.Errorf("update log %d: %w", l.ID, err)
+	}
+	return nil
+}
+
+// BuildStart is what a build stores as it starts (see StartBuild).
+type BuildStart struct {
+	Properties drover.Properties
+	Steps      []drover.Step
+	// First, when not nil, is the first step's log, which gets its ID.
+	First *drover.Log
+}
+
+// StartBuild, in one transaction, replaces the properties of running
+// build id (as SetBuildProperties does), stores its steps (as AddSteps
+// does; a step may be stored already running) and, when first is not
+// nil, adds first to the log index (as AddLog does, setting first.ID).
+// It changes nothing if any part fails; the errors are those of the
+// three parts.
+func (s *DB) StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error {
+	start := &BuildStart{Properties: props, Steps: steps}
+	if first != nil {
+		l := *first
+		start.First = &l
+	}
+	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.startTx(ctx, tx, id, start) }); err != nil {
+		return fmt.Errorf("start build %d: %w", id, err)
+	}
+	if first != nil {
+		first.ID = start.First.ID
+	}
+	return nil
+}
+
+// startTx is StartBuild within tx; it sets start.First.ID.
+func (s *DB) startTx(ctx context.Context, tx *sql.Tx, id int64, start *BuildStart) error {
+	if start.First != nil && start.First.Name == "" {
+		return drover.Errorf(drover.Invalid, "a log needs a name")
+	}
+	if err := s.setBuildProperties(ctx, tx, id, start.Properties); err != nil {
+		return err
+	}
+	if err := s.addStepsTx(ctx, tx, start.Steps); err != nil {
+		return err
+	}
+	if start.First == nil {
+		return nil
+	}
+	return s.addLog(ctx, tx, start.First)
+}
+
+// StartStep, in one transaction, stores st (as UpdateStep does) and adds
+// l to the log index for it (as AddLog does, setting l.ID). It changes
+// nothing if either fails.
+func (s *DB) StartStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
+	if st == nil || l == nil || l.Name == "" {
+		return drover.Errorf(drover.Invalid, "start step: a step and a named log are needed")
+	}
+	nl := *l
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.updateStep(ctx, tx, st); err != nil {
+			return err
+		}
+		return s.addLog(ctx, tx, &nl)
+	})
+	if err != nil {
+		return fmt.Errorf("start step: %w", err)
+	}
+	l.ID = nl.ID
+	return nil
+}
+
+// FinishStep, in one transaction, stores st (as UpdateStep does) and l's
+// Bytes, Dropped and Complete (as UpdateLog does). Either may be nil, for
+// a step without a log or a log whose step stays open. It changes
+// nothing if either fails.
+func (s *DB) FinishStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if l != nil {
+			if err := s.updateLog(ctx, tx, l); err != nil {
+				return err
+			}
+		}
+		if st != nil {
+			return s.updateStep(ctx, tx, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("finish step: %w", err)
 	}
 	return nil
 }

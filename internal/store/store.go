@@ -51,6 +51,13 @@ type Store interface {
 	// It fails with Conflict if the request is not pending (another master
 	// or a cancel got there first).
 	ClaimRequest(ctx context.Context, id int64, b *drover.Build) error
+	// ClaimRequests claims several requests in one transaction, each as
+	// ClaimRequest would, and sets each claim's Err: a request that is
+	// not pending (Conflict), unknown (NotFound) or of another builder
+	// (Invalid) is passed over and the others are claimed. A claim with
+	// a Start also starts its build in that transaction, as StartBuild
+	// would. Any other failure is returned and claims none.
+	ClaimRequests(ctx context.Context, claims []Claim) error
 	// CancelRequest moves a pending request to cancelled with result
 	// cancelled. It fails with Conflict if the request is not pending.
 	CancelRequest(ctx context.Context, id int64, reason string) error
@@ -68,6 +75,17 @@ type Store interface {
 	// again. It fails with Conflict if the build is already finished.
 	FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error
 
+	// StartBuild, in one transaction, does what a build's start would
+	// otherwise do in three: SetBuildProperties(id, props), AddSteps(steps)
+	// and, when first is not nil, AddLog(first), which sets first.ID. It
+	// changes nothing if any of them fails.
+	StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error
+	// StartStep, in one transaction, does UpdateStep(s) and AddLog(l),
+	// which sets l.ID.
+	StartStep(ctx context.Context, s *drover.Step, l *drover.Log) error
+	// FinishStep, in one transaction, does UpdateLog(l) and UpdateStep(s);
+	// either may be nil.
+	FinishStep(ctx context.Context, s *drover.Step, l *drover.Log) error
 	// AddSteps stores the steps of a build as it starts.
 	AddSteps(ctx context.Context, steps []drover.Step) error
 	// UpdateStep stores s, found by (BuildID, Index).
