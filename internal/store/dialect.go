@@ -58,6 +58,10 @@ type conns struct {
 	// parsed DSN from which Listen makes its own connection; nil on an
 	// engine with one master per database (SQLite).
 	listen *pgx.ConnConfig
+	// checkpoint, on SQLite in WAL mode, is a connection that copies the
+	// write-ahead log into the database in the background (see
+	// checkpointLoop), so that no writer pays for it; nil otherwise.
+	checkpoint *sql.DB
 }
 
 // rebind rewrites the "?" placeholders of query for d. Question marks in

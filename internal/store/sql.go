@@ -34,6 +34,11 @@ type DB struct {
 	// engine that gains by it (SQLite); nil otherwise. See prep.
 	rwStmts, roStmts *stmtCache
 
+	// checkpoint is SQLite's background checkpointer's connection (see
+	// checkpointLoop), and bg waits for that goroutine.
+	checkpoint *sql.DB
+	bg         sync.WaitGroup
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -80,7 +85,7 @@ func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
 	}
 	rw, ro := c.rw, c.ro
-	db := &DB{d: d, rw: rw, ro: ro, listen: c.listen}
+	db := &DB{d: d, rw: rw, ro: ro, listen: c.listen, checkpoint: c.checkpoint}
 	if d.prepare {
 		db.rwStmts, db.roStmts = newStmtCache(rw), newStmtCache(ro)
 	}
@@ -99,6 +104,13 @@ func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 	if err := ro.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, drover.Errorf(drover.Unavailable, "open %s store: %w", d.name, err)
+	}
+	if db.checkpoint != nil {
+		db.bg.Add(1)
+		go func() { // owned: Close ends it and waits
+			defer db.bg.Done()
+			checkpointLoop(db.closing, db.checkpoint)
+		}()
 	}
 	return db, nil
 }
@@ -130,6 +142,7 @@ func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.stopClosing()
+		s.bg.Wait()
 		if s.rwStmts != nil {
 			s.rwStmts.close()
 			s.roStmts.close()
@@ -139,6 +152,9 @@ func (s *DB) Close() error {
 			errs = append(errs, s.ro.Close())
 		}
 		errs = append(errs, s.rw.Close())
+		if s.checkpoint != nil {
+			errs = append(errs, s.checkpoint.Close())
+		}
 		if err := errors.Join(errs...); err != nil {
 			s.closeErr = fmt.Errorf("close %s store: %w", s.d.name, err)
 		}

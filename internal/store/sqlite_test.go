@@ -176,6 +176,36 @@ func TestSQLiteSettings(t *testing.T) {
 	}
 }
 
+// The writer never checkpoints the WAL (that made one commit in thirty
+// wait for an fsync of the database file); a background connection does,
+// so the WAL does not grow without end: the database file takes in what
+// it holds within seconds.
+func TestSQLiteCheckpointsInTheBackground(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.sqlite")
+	db := openTemp(t, path)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	var reqs []*drover.BuildRequest
+	for i := range 2000 {
+		reqs = append(reqs, &drover.BuildRequest{Builder: "b", Reason: strings.Repeat("x", 200) + string(rune('a'+i%26))})
+	}
+	mustDo(t, db.AddRequests(ctx, reqs))
+	deadline := time.Now().Add(10 * time.Second)
+	for size() <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes 10 s after writes: the WAL was not checkpointed", before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestOpenDSN(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
