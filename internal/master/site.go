@@ -199,8 +199,12 @@ func (m *Master) siteTimeout() time.Duration {
 }
 
 // siteLoop beats this master's heartbeat and takes over the builds of
-// masters that stopped beating.
+// masters that stopped beating. A master alone on its store (SQLite)
+// recorded itself at start and has no one to watch.
 func (m *Master) siteLoop(ctx context.Context) {
+	if !m.shared {
+		return
+	}
 	for {
 		m.beat(ctx)
 		if err := m.adoptOrphans(ctx); err != nil && ctx.Err() == nil {
