@@ -31,6 +31,10 @@ type behavior struct {
 	Chunk int
 	// Hold keeps every command running until fleet.release.
 	Hold bool
+	// Ticks, when set, replaces the output: that many lines
+	// "tick <unix nanoseconds>\n", TickEvery apart, for live-tail latency.
+	Ticks     int
+	TickEvery time.Duration
 	// OnRun is called as a RunCommand arrives, with its arrival time; it
 	// must not block.
 	OnRun func(worker string, run *pb.RunCommand, at time.Time)
@@ -266,7 +270,27 @@ func (f *fleet) execute(ctx context.Context, run *pb.RunCommand, stop <-chan str
 		}
 	}
 	var seq uint64
+	for i := 0; i < f.beh.Ticks; i++ {
+		seq++
+		line := fmt.Appendf(nil, "tick %d\n", time.Now().UnixNano())
+		out := &pb.Output{CommandId: id, Seq: seq, Stream: pb.Stream_STREAM_STDOUT, Data: line}
+		if err := send(&pb.WorkerMessage{Msg: &pb.WorkerMessage_Output{Output: out}}); err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(f.beh.TickEvery):
+		}
+	}
 	remaining := f.beh.OutputBytes
+	if f.beh.Ticks > 0 {
+		remaining = 0
+		fin.LastSeq = seq
+		fin.DurationMs = time.Since(start).Milliseconds()
+		_ = send(&pb.WorkerMessage{Msg: &pb.WorkerMessage_Finished{Finished: fin}})
+		return
+	}
 	if remaining <= 0 {
 		remaining = 3
 	}

@@ -1,9 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,7 +303,103 @@ func runLogs(ctx context.Context, e *env, res *Result) error {
 		res.add(fmt.Sprintf("heap in use before, %d build(s)", c.builds), mib(base), "MiB")
 	}
 	res.note("output sent in %d KiB chunks as fast as the stream takes them; timed from the first RunCommand to the master's acknowledgement of the last Finished; MB = 10^6 bytes", sz.LogChunk>>10)
+	lat, err := tailLatency(ctx, e, 100, 20*time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("live tail: %w", err)
+	}
+	res.add("live-tail latency p50, worker → browser stream", ms(percentile(lat, 0.50)), "ms")
+	res.add("live-tail latency p99, worker → browser stream", ms(percentile(lat, 0.99)), "ms")
+	res.note("live tail: a worker prints %d timestamped lines 20 ms apart; a client of GET /api/v1/logs/ID/stream (the build page's server-sent events) notes when each arrives; the master stores and passes on output every %s", len(lat), "200 ms")
 	return nil
+}
+
+// tailLatency runs one build whose worker prints n timestamped lines
+// every each, follows its log as the build page does, and returns how long
+// each line took from the worker to the follower.
+func tailLatency(ctx context.Context, e *env, n int, each time.Duration) ([]time.Duration, error) {
+	rm, err := startMaster(ctx, e, filepath.Join(e.dir, "master-tail"), configSource("bench tail", 1, "true", defaultLogMax), "")
+	if err != nil {
+		return nil, err
+	}
+	defer rm.stop()
+	st := rm.m.Store()
+	cs, err := creds(ctx, st, "tail", 1)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{Ticks: n, TickEvery: each,
+		OnDone: func(string, string) { close(done) }}, e.log)
+	defer f.Close()
+	defer rm.stop()
+	if err := f.waitConnected(ctx, len(cs)); err != nil {
+		return nil, err
+	}
+	req := &drover.BuildRequest{Builder: "b0", Reason: "bench tail"}
+	if err := rm.m.Force(ctx, req); err != nil {
+		return nil, err
+	}
+	// The step's log row exists once the command is sent.
+	var logID int64
+	for logID == 0 {
+		bs, err := st.ListBuilds(ctx, store.BuildFilter{RequestID: req.ID})
+		if err == nil && len(bs) > 0 {
+			if ls, err := st.ListLogs(ctx, bs[0].ID); err == nil && len(ls) > 0 {
+				logID = ls[0].ID
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	url := fmt.Sprintf("http://%s/api/v1/logs/%d/stream", rm.m.HTTPAddr(), logID)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var lat []time.Duration
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var partial string
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var text string
+		if json.Unmarshal([]byte(data), &text) != nil {
+			continue // the end event's object
+		}
+		now := time.Now()
+		partial += text
+		for {
+			line, rest, ok := strings.Cut(partial, "\n")
+			if !ok {
+				break
+			}
+			partial = rest
+			if ns, ok := strings.CutPrefix(line, "tick "); ok {
+				if v, err := strconv.ParseInt(ns, 10, 64); err == nil {
+					lat = append(lat, now.Sub(time.Unix(0, v)))
+				}
+			}
+		}
+		if len(lat) == n {
+			break
+		}
+	}
+	if len(lat) < n {
+		return nil, fmt.Errorf("follower saw %d of %d lines", len(lat), n)
+	}
+	<-done
+	return lat, nil
 }
 
 func logsOnce(ctx context.Context, e *env, builds int, bytes int64, chunk int) (rate float64, peak, base uint64, err error) {
