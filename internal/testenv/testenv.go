@@ -214,9 +214,19 @@ func StartMaster(t testing.TB, config string) *Master {
 	if err := os.WriteFile(filepath.Join(dir, "master.star"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code := Run(t, time.Minute, nil, "master", "init", dir, "--json")
+	m := initMaster(t, dir)
+	m.start(t)
+	return m
+}
+
+// initMaster runs `drover master init DIR --json` with extra arguments
+// and returns the master it describes, not yet started.
+func initMaster(t testing.TB, dir string, extra ...string) *Master {
+	t.Helper()
+	args := append([]string{"master", "init", dir, "--json"}, extra...)
+	out, code := Run(t, time.Minute, nil, args...)
 	if code != 0 {
-		t.Fatalf("master init: exit %d\n%s", code, out)
+		t.Fatalf("drover %s: exit %d\n%s", strings.Join(args, " "), code, out)
 	}
 	var secrets struct {
 		CA     string `json:"ca_sha256"`
@@ -226,9 +236,7 @@ func StartMaster(t testing.TB, config string) *Master {
 	if err := json.Unmarshal([]byte(out), &secrets); err != nil {
 		t.Fatalf("master init output: %v\n%s", err, out)
 	}
-	m := &Master{Dir: dir, Fingerprint: secrets.CA, AdminToken: secrets.Admin, EnrollToken: secrets.Enroll}
-	m.start(t)
-	return m
+	return &Master{Dir: dir, Fingerprint: secrets.CA, AdminToken: secrets.Admin, EnrollToken: secrets.Enroll}
 }
 
 // StartSiteMaster starts a second master of m's site: its own directory
@@ -244,22 +252,10 @@ func (m *Master) StartSiteMaster(t testing.TB) *Master {
 	if err := os.WriteFile(filepath.Join(dir, "master.star"), cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code := Run(t, time.Minute, nil, "master", "init", dir, "--ca-from", m.Dir, "--json")
-	if code != 0 {
-		t.Fatalf("master init --ca-from: exit %d\n%s", code, out)
+	s := initMaster(t, dir, "--ca-from", m.Dir)
+	if s.Fingerprint != m.Fingerprint {
+		t.Fatalf("second master's CA %s, want the site's %s", s.Fingerprint, m.Fingerprint)
 	}
-	var secrets struct {
-		CA     string `json:"ca_sha256"`
-		Admin  string `json:"admin_token"`
-		Enroll string `json:"enroll_token"`
-	}
-	if err := json.Unmarshal([]byte(out), &secrets); err != nil {
-		t.Fatalf("master init output: %v\n%s", err, out)
-	}
-	if secrets.CA != m.Fingerprint {
-		t.Fatalf("second master's CA %s, want the site's %s", secrets.CA, m.Fingerprint)
-	}
-	s := &Master{Dir: dir, Fingerprint: secrets.CA, AdminToken: secrets.Admin, EnrollToken: secrets.Enroll}
 	s.start(t)
 	return s
 }
