@@ -138,4 +138,10 @@ type ConfigStatus struct {
 	Builders  int       `json:"builders"`
 	LastError string    `json:"last_error,omitempty"` // of the last refused load, if it came after LoadedAt
 	ErrorAt   time.Time `json:"error_at,omitzero"`
+	// Differs, in a site of several masters, names the master whose
+	// config (by hash) this master's differs from, as of the last reload
+	// one of them asked of the others: each reads its own file, so a file
+	// not deployed everywhere shows here.
+	Differs     string `json:"differs_from,omitempty"`
+	DiffersHash string `json:"differs_hash,omitempty"`
 }

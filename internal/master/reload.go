@@ -36,9 +36,26 @@ func (m *Master) Reload(ctx context.Context) error {
 		return err
 	}
 	if m.shared {
-		m.notify(ctx, notice{Kind: noticeReload})
+		m.compareConfig("", "")
+		m.notify(ctx, notice{Kind: noticeReload, Hash: m.config().Hash})
 	}
 	return nil
+}
+
+// compareConfig records whether this master's config differs from the
+// one master origin loaded (hash), or, with origin "", clears the record:
+// this master's reload sets the site's config.
+func (m *Master) compareConfig(origin, hash string) {
+	own := m.config().Hash
+	m.reload.mu.Lock()
+	defer m.reload.mu.Unlock()
+	if origin == "" || hash == "" || hash == own {
+		m.reload.status.Differs, m.reload.status.DiffersHash = "", ""
+		return
+	}
+	m.reload.status.Differs, m.reload.status.DiffersHash = origin, hash
+	m.logger.Warn("this master's config differs from the one another master of the site loaded: deploy the same master.star to every master",
+		"other", origin, "other_hash", hash, "hash", own)
 }
 
 // reloadLocal reloads this master's config file.

@@ -78,6 +78,8 @@ type notice struct {
 	// Build and Reason: a cancel, for the build's master.
 	Build  int64  `json:"b,omitempty"`
 	Reason string `json:"r,omitempty"`
+	// Hash: a reload, the config hash the asking master loaded.
+	Hash string `json:"h,omitempty"`
 }
 
 const (
@@ -185,6 +187,7 @@ func (m *Master) handleNotice(ctx context.Context, n notice) {
 		if err := m.reloadLocal(ctx); err != nil {
 			m.logger.Error("reload asked by another master failed; the previous config stays", "err", err)
 		}
+		m.compareConfig(n.Origin, n.Hash)
 	default:
 		m.logger.Warn("unknown site notice dropped", "kind", n.Kind, "from", n.Origin)
 	}

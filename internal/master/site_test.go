@@ -2,10 +2,15 @@ package master
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/config"
 )
 
 // A master takes over the running builds of masters whose heartbeat is
@@ -134,5 +139,47 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 	}
 	if m.fencing {
 		t.Error("dispatch still held after fencing")
+	}
+}
+
+// A reload another master asks for reloads this master's own file, and a
+// file that differs from the asking master's (by hash) shows in the
+// config status until this master's config matches again.
+func TestReloadNoticeComparesConfigs(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "master.star")
+	write := func(src string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`drover.builder(name = "a", steps = [drover.shell("true")])`)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(context.Background(), Options{
+		Dir: dir, Config: cfg, ConfigPath: path, HTTPAddr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0", Plaintext: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.closeResources)
+	ctx := context.Background()
+	m.ctx = ctx
+
+	write(`drover.builder(name = "b", steps = [drover.shell("true")])`)
+	m.handleNotice(ctx, notice{Origin: "other", Kind: noticeReload, Hash: "0123abcd"})
+	if _, ok := m.Builder("b"); !ok {
+		t.Fatal("the notice did not reload this master's file")
+	}
+	if st := m.ConfigStatus(); st.Differs != "other" || st.DiffersHash != "0123abcd" {
+		t.Fatalf("status after a reload to another config = %+v, want it to name the other master", st)
+	}
+	m.handleNotice(ctx, notice{Origin: "other", Kind: noticeReload, Hash: m.config().Hash})
+	if st := m.ConfigStatus(); st.Differs != "" {
+		t.Fatalf("status with matching configs = %+v", st)
 	}
 }

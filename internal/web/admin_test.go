@@ -56,6 +56,21 @@ func TestAdminPage(t *testing.T) {
 	}
 }
 
+// A master whose config differs from another master's of its site says so,
+// escaping what it shows.
+func TestAdminPageConfigDiffers(t *testing.T) {
+	f := newFixture(t)
+	f.b.mu.Lock()
+	f.b.config.Differs, f.b.config.DiffersHash = "ci2<b>", "0123abcd"
+	f.b.mu.Unlock()
+	r := f.get(t, "/admin")
+	for _, want := range []string{`id="config-differs"`, `master <code>ci2&lt;b&gt;</code>`, `<code>0123abcd</code>`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("admin page lacks %q", want)
+		}
+	}
+}
+
 func TestAdminPageRefusedLoad(t *testing.T) {
 	f := newFixture(t)
 	f.b.setNextConfig(testConfig{err: errors.New(hostileLoadError)})
