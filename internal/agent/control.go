@@ -211,15 +211,8 @@ var errNotRunning = errors.New("no worker running")
 func controlDo(ctx context.Context, dir, method string, body any) (AvailabilityStatus, error) {
 	var st AvailabilityStatus
 	path := controlPath(dir)
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}
+	client, tr := socketClient(path, controlTimeout)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: controlTimeout}
 
 	var rd io.Reader
 	if body != nil {
@@ -253,21 +246,8 @@ func controlDo(ctx context.Context, dir, method string, body any) (AvailabilityS
 	if err != nil {
 		return st, drover.Errorf(drover.Unavailable, "read the worker's answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e controlError
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		kind := drover.Internal
-		switch resp.StatusCode {
-		case http.StatusBadRequest:
-			kind = drover.Invalid
-		case http.StatusNotFound:
-			kind = drover.NotFound
-		case http.StatusConflict:
-			kind = drover.Conflict
-		}
-		return st, drover.Errorf(kind, "worker: %s", e.Error)
+	if err := controlAnswer(resp, b); err != nil {
+		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("decode the worker's answer: %w", err)

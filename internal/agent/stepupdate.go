@@ -1,14 +1,11 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -263,36 +260,5 @@ func (a *Agent) handleStep(w http.ResponseWriter, r *http.Request) {
 // Invalid for a refused update and NotFound when the worker does not know
 // the command.
 func PublishStep(ctx context.Context, socket string, req StepRequest) error {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: controlTimeout}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("encode step update: %w", err)
-	}
-	// The host is a placeholder: the transport dials the socket.
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://worker/step", bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("step update request: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(hreq)
-	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return drover.Errorf(drover.Unauthorized, "control socket %s: permission denied", socket)
-		}
-		return drover.Errorf(drover.Unavailable, "no worker answers on %s: %v", socket, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxControlBody))
-	if err != nil {
-		return drover.Errorf(drover.Unavailable, "read the worker's answer: %w", err)
-	}
-	return controlAnswer(resp, body)
+	return postControl(ctx, socket, "/step", controlTimeout, req, "step update")
 }

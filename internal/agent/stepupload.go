@@ -61,22 +61,38 @@ func (a *Agent) handleUpload(w http.ResponseWriter, r *http.Request) {
 // worker's kind: Invalid for a bad path, NotFound for an unknown command,
 // Unavailable when no worker answers.
 func UploadFromCommand(ctx context.Context, socket string, req UploadRequest) error {
+	// No timeout: ctx bounds the upload.
+	return postControl(ctx, socket, "/upload", 0, req, "upload request")
+}
+
+// socketClient is an HTTP client whose every request goes to the unix
+// socket at path (request URLs name the placeholder host "worker").
+// timeout 0 leaves requests bounded by their context only. Callers close
+// the transport's idle connections when done.
+func socketClient(path string, timeout time.Duration) (*http.Client, *http.Transport) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return d.DialContext(ctx, "unix", path)
 		},
 		DisableKeepAlives: true,
 	}
+	return &http.Client{Transport: tr, Timeout: timeout}, tr
+}
+
+// postControl posts req as JSON to the worker's control socket at path
+// and turns its answer into an error of the worker's kind (see
+// controlAnswer); what names the request in errors.
+func postControl(ctx context.Context, socket, path string, timeout time.Duration, req any, what string) error {
+	client, tr := socketClient(socket, timeout)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr} // no timeout: ctx bounds the upload
 	b, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("encode upload request: %w", err)
+		return fmt.Errorf("encode %s: %w", what, err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://worker/upload", bytes.NewReader(b))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://worker"+path, bytes.NewReader(b))
 	if err != nil {
-		return fmt.Errorf("upload request: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(hreq)

@@ -96,24 +96,5 @@ func (s *DB) ExpiredArtifacts(ctx context.Context, before time.Time, limit int) 
 // DeleteArtifacts removes the index entries of artifacts whose bytes are
 // gone. IDs that are not stored are ignored.
 func (s *DB) DeleteArtifacts(ctx context.Context, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		for start := 0; start < len(ids); start += deleteBatch {
-			batch := ids[start:min(start+deleteBatch, len(ids))]
-			args := make([]any, len(batch))
-			for i, id := range batch {
-				args[i] = id
-			}
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM artifacts WHERE id IN (`+placeholders(len(batch))+`)`), args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delete %d artifacts: %w", len(ids), err)
-	}
-	return nil
+	return s.deleteByID(ctx, "artifacts", ids)
 }

@@ -360,6 +360,12 @@ const deleteBatch = 500
 // that are not stored are ignored, so a janitor interrupted midway can run
 // again.
 func (s *DB) DeleteLogs(ctx context.Context, ids []int64) error {
+	return s.deleteByID(ctx, "logs", ids)
+}
+
+// deleteByID deletes the rows of table whose id is in ids, in batches of
+// deleteBatch within one transaction. table is a constant of the store's.
+func (s *DB) deleteByID(ctx context.Context, table string, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -370,14 +376,14 @@ func (s *DB) DeleteLogs(ctx context.Context, ids []int64) error {
 			for i, id := range batch {
 				args[i] = id
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM logs WHERE id IN (`+placeholders(len(batch))+`)`), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+table+` WHERE id IN (`+placeholders(len(batch))+`)`), args...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delete %d logs: %w", len(ids), err)
+		return fmt.Errorf("delete %d %s: %w", len(ids), table, err)
 	}
 	return nil
 }
