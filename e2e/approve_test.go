@@ -8,7 +8,6 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/testenv"
 )
 
@@ -45,7 +44,7 @@ drover.builder(name = "hello", steps = [drover.shell("echo approved-and-building
 	for _, name := range []string{"held-1", "held-2"} {
 		m.WaitFor(t, time.Minute, name+" listed as pending", func() bool {
 			w, ok := approval(name)
-			return ok && w.Approval == store.ApprovalPending
+			return ok && w.Approval == drover.ApprovalPending
 		})
 	}
 	// A few connection attempts later, they are still out, and trying.
@@ -85,7 +84,7 @@ drover.builder(name = "hello", steps = [drover.shell("echo approved-and-building
 	if !strings.Contains(w2.Output(), "worker held-2 was rejected") {
 		t.Errorf("the rejected worker did not say why it stopped:\n%s", w2.Output())
 	}
-	if w, _ := approval("held-2"); w.Connected || w.Approval != store.ApprovalRejected {
+	if w, _ := approval("held-2"); w.Connected || w.Approval != drover.ApprovalRejected {
 		t.Errorf("rejected worker: %+v", w)
 	}
 

@@ -208,7 +208,7 @@ Press Ctrl-C to stop.
 func waitForBuild(ctx context.Context, st store.Store, reqID int64) *drover.Build {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		bs, err := st.ListBuilds(ctx, store.BuildFilter{RequestID: reqID, Limit: 1})
+		bs, err := st.ListBuilds(ctx, drover.BuildFilter{RequestID: reqID, Limit: 1})
 		if err == nil && len(bs) > 0 {
 			return &bs[0]
 		}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
 	// The worker's time windows name IANA zones; Windows machines and
 	// minimal containers have no zoneinfo database, so the binary carries
 	// one (about 450 KB). LoadLocation still prefers the system's.

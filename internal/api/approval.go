@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover"
 )
 
 // approveWorker and rejectWorker record an admin's verdict on a worker
@@ -12,11 +12,11 @@ import (
 // worker as it now is. Either may be repeated, and either may reverse the
 // other: an admin who rejected a machine by mistake approves it.
 func (s *server) approveWorker(w http.ResponseWriter, r *http.Request) error {
-	return s.setApproval(w, r, store.ApprovalApproved)
+	return s.setApproval(w, r, drover.ApprovalApproved)
 }
 
 func (s *server) rejectWorker(w http.ResponseWriter, r *http.Request) error {
-	return s.setApproval(w, r, store.ApprovalRejected)
+	return s.setApproval(w, r, drover.ApprovalRejected)
 }
 
 func (s *server) setApproval(w http.ResponseWriter, r *http.Request, approval string) error {
@@ -29,7 +29,7 @@ func (s *server) setApproval(w http.ResponseWriter, r *http.Request, approval st
 		return fmt.Errorf("set approval of worker %q: %w", name, err)
 	}
 	s.log.Info("worker approval set", "worker", name, "approval", approval, "by", by)
-	wk, err := s.b.Store().GetWorker(r.Context(), name)
+	wk, err := s.b.Reader().GetWorker(r.Context(), name)
 	if err != nil {
 		return fmt.Errorf("get worker %q: %w", name, err)
 	}

@@ -7,14 +7,13 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // addPendingWorker stores a worker that enrolled while approval was
 // required.
 func (f *fixture) addPendingWorker(t *testing.T, name string) {
 	t.Helper()
-	w := &drover.Worker{Name: name, Availability: drover.Eager, OS: "freebsd", Arch: "arm64", Approval: store.ApprovalPending}
+	w := &drover.Worker{Name: name, Availability: drover.Eager, OS: "freebsd", Arch: "arm64", Approval: drover.ApprovalPending}
 	if err := f.st.UpsertWorker(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +36,7 @@ func TestClientApproveReject(t *testing.T) {
 	for _, w := range ws {
 		got[w.Name] = w.Approval
 	}
-	if got["deb1"] != store.ApprovalApproved || got["new1"] != store.ApprovalPending {
+	if got["deb1"] != drover.ApprovalApproved || got["new1"] != drover.ApprovalPending {
 		t.Fatalf("listed approvals %v, want deb1 approved and new1 pending", got)
 	}
 
@@ -45,7 +44,7 @@ func TestClientApproveReject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Name != "new1" || w.Approval != store.ApprovalApproved {
+	if w.Name != "new1" || w.Approval != drover.ApprovalApproved {
 		t.Fatalf("ApproveWorker returned %+v, want new1 approved", w)
 	}
 	select {
@@ -61,11 +60,11 @@ func TestClientApproveReject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Approval != store.ApprovalRejected {
+	if w.Approval != drover.ApprovalRejected {
 		t.Fatalf("RejectWorker returned approval %q, want rejected", w.Approval)
 	}
 	// A rejection can be taken back.
-	if w, err = f.admin.ApproveWorker(ctx, "new1"); err != nil || w.Approval != store.ApprovalApproved {
+	if w, err = f.admin.ApproveWorker(ctx, "new1"); err != nil || w.Approval != drover.ApprovalApproved {
 		t.Fatalf("approve after reject: %+v, %v", w, err)
 	}
 	if !strings.Contains(f.log.String(), "by=\"admin ad0000000001\"") {
@@ -110,7 +109,7 @@ func TestApprovalErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Approval != store.ApprovalPending {
+	if w.Approval != drover.ApprovalPending {
 		t.Errorf("a refused call changed the approval to %q", w.Approval)
 	}
 	if _, err := f.op.ApproveWorker(context.Background(), "new1"); drover.KindOf(err) != drover.Unauthorized {

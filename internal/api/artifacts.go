@@ -28,7 +28,7 @@ func (s *server) listArtifacts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st := s.b.Store()
+	st := s.b.Reader()
 	// A missing build is a 404, not an empty list.
 	if _, err := st.GetBuild(r.Context(), id); err != nil {
 		return fmt.Errorf("get build %d: %w", id, err)

@@ -6,15 +6,34 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 )
+
+// Reader is what the API and the web UI read from the store: lists and
+// single records, with the root vocabulary's filters. Lists are in the
+// store's order (builds newest first, requests in queue order, workers by
+// name, changes newest first); a missing record is a NotFound error.
+type Reader interface {
+	GetBuild(ctx context.Context, id int64) (*drover.Build, error)
+	GetBuildByNumber(ctx context.Context, builder string, number int) (*drover.Build, error)
+	ListBuilds(ctx context.Context, f drover.BuildFilter) ([]drover.Build, error)
+	ListSteps(ctx context.Context, buildID int64) ([]drover.Step, error)
+	ListLogs(ctx context.Context, buildID int64) ([]drover.Log, error)
+	GetLog(ctx context.Context, id int64) (*drover.Log, error)
+	ListArtifacts(ctx context.Context, buildID int64) ([]drover.Artifact, error)
+	GetRequest(ctx context.Context, id int64) (*drover.BuildRequest, error)
+	ListRequests(ctx context.Context, f drover.RequestFilter) ([]drover.BuildRequest, error)
+	GetWorker(ctx context.Context, name string) (*drover.Worker, error)
+	ListWorkers(ctx context.Context) ([]drover.Worker, error)
+	ListChanges(ctx context.Context, f drover.ChangeFilter) ([]drover.Change, error)
+}
 
 // Backend is what the HTTP API and web UI need of a running master. The
 // master implements it; reads go straight to the store, writes go through
 // the master so that it can wake the dispatcher and publish events.
 type Backend interface {
-	// Store is for reads only: writes go through the methods below.
-	Store() store.Store
+	// Reader is the store's read side: writes go through the methods
+	// below, so that the master can wake the dispatcher and publish events.
+	Reader() Reader
 	// Builders returns the builders of the config in force, in config order.
 	Builders() []drover.Builder
 	// Builder returns the builder named name in the config in force.
@@ -47,7 +66,7 @@ type Backend interface {
 	// running build. NotFound for an unknown worker.
 	SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error
 	// SetApproval records an admin's verdict on a worker: approval is
-	// "approved", "pending" or "rejected" (store.ApprovalApproved, …), by
+	// "approved", "pending" or "rejected" (drover.ApprovalApproved, …), by
 	// names the caller for the record. An approved worker is let in at its
 	// next connection attempt; a worker no longer approved loses its live
 	// session, if it has one. Invalid for another word, NotFound for an

@@ -67,9 +67,9 @@ type testConfig struct {
 
 var _ Backend = (*testBackend)(nil)
 
-func (b *testBackend) Store() store.Store { return b.st }
-func (b *testBackend) Title() string      { return "Test" }
-func (b *testBackend) URL() string        { return "http://ci.example.org/" }
+func (b *testBackend) Reader() Reader { return b.st }
+func (b *testBackend) Title() string  { return "Test" }
+func (b *testBackend) URL() string    { return "http://ci.example.org/" }
 
 func (b *testBackend) Builders() []drover.Builder {
 	b.mu.Lock()
@@ -193,7 +193,7 @@ func (b *testBackend) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
 	if qerr != nil {
 		return nil, qerr
 	}
-	reqs, err := b.st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	reqs, err := b.st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		return nil, fmt.Errorf("list pending requests: %w", err)
 	}
@@ -538,4 +538,4 @@ func (f *fixture) appendLog(t *testing.T, id int64, text string, done bool) {
 }
 
 // storeAll selects every request.
-func storeAll() store.RequestFilter { return store.RequestFilter{} }
+func storeAll() drover.RequestFilter { return drover.RequestFilter{} }

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -30,9 +29,9 @@ func (s *server) site(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	st := s.b.Store()
+	st := s.b.Reader()
 	// One query for the whole queue rather than one per builder.
-	pending, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		return fmt.Errorf("list pending requests: %w", err)
 	}
@@ -43,7 +42,7 @@ func (s *server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	builders := s.b.Builders()
 	out := make([]BuilderSummary, 0, len(builders))
 	for _, b := range builders {
-		last, err := st.ListBuilds(ctx, store.BuildFilter{Builder: b.Name, Limit: 1})
+		last, err := st.ListBuilds(ctx, drover.BuildFilter{Builder: b.Name, Limit: 1})
 		if err != nil {
 			return fmt.Errorf("last build of %s: %w", b.Name, err)
 		}
@@ -73,12 +72,12 @@ func (s *server) getBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st := s.b.Store()
-	pending, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending, Builder: b.Name})
+	st := s.b.Reader()
+	pending, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending, Builder: b.Name})
 	if err != nil {
 		return fmt.Errorf("list pending requests of %s: %w", b.Name, err)
 	}
-	recent, err := st.ListBuilds(ctx, store.BuildFilter{Builder: b.Name, Limit: recentBuilds})
+	recent, err := st.ListBuilds(ctx, drover.BuildFilter{Builder: b.Name, Limit: recentBuilds})
 	if err != nil {
 		return fmt.Errorf("list builds of %s: %w", b.Name, err)
 	}

@@ -7,12 +7,11 @@ import (
 	"strings"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 func (s *server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := store.BuildFilter{Builder: q.Get("builder"), Worker: q.Get("worker")}
+	f := drover.BuildFilter{Builder: q.Get("builder"), Worker: q.Get("worker")}
 	switch st := drover.BuildState(q.Get("state")); st {
 	case "", drover.BuildRunning, drover.BuildFinished:
 		f.State = st
@@ -28,7 +27,7 @@ func (s *server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f.Limit, f.BeforeID = int(limit), before
-	builds, err := s.b.Store().ListBuilds(r.Context(), f)
+	builds, err := s.b.Reader().ListBuilds(r.Context(), f)
 	if err != nil {
 		return fmt.Errorf("list builds: %w", err)
 	}
@@ -41,7 +40,7 @@ func (s *server) getBuild(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b, err := s.b.Store().GetBuild(r.Context(), id)
+	b, err := s.b.Reader().GetBuild(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("get build %d: %w", id, err)
 	}
@@ -54,7 +53,7 @@ func (s *server) getBuildByNumber(w http.ResponseWriter, r *http.Request) error 
 	if err != nil || num <= 0 {
 		return drover.Errorf(drover.Invalid, "build number %q: want a positive integer", r.PathValue("number"))
 	}
-	b, err := s.b.Store().GetBuildByNumber(r.Context(), name, num)
+	b, err := s.b.Reader().GetBuildByNumber(r.Context(), name, num)
 	if err != nil {
 		return fmt.Errorf("get build %s #%d: %w", name, num, err)
 	}
@@ -63,7 +62,7 @@ func (s *server) getBuildByNumber(w http.ResponseWriter, r *http.Request) error 
 
 func (s *server) writeBuildDetail(w http.ResponseWriter, r *http.Request, b *drover.Build) error {
 	ctx := r.Context()
-	st := s.b.Store()
+	st := s.b.Reader()
 	steps, err := st.ListSteps(ctx, b.ID)
 	if err != nil {
 		return fmt.Errorf("list steps of build %d: %w", b.ID, err)
@@ -81,7 +80,7 @@ func (s *server) listSteps(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st := s.b.Store()
+	st := s.b.Reader()
 	// A missing build is a 404, not an empty list.
 	if _, err := st.GetBuild(r.Context(), id); err != nil {
 		return fmt.Errorf("get build %d: %w", id, err)
@@ -107,7 +106,7 @@ func (s *server) cancelBuild(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("cancel build %d: %w", id, err)
 	}
 	s.log.Info("build cancelled", "build", id, "role", callerRole(r.Context()), "remote", r.RemoteAddr)
-	b, err := s.b.Store().GetBuild(r.Context(), id)
+	b, err := s.b.Reader().GetBuild(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("get build %d: %w", id, err)
 	}
@@ -129,7 +128,7 @@ func cancelReason(w http.ResponseWriter, r *http.Request) (string, error) {
 
 func (s *server) listRequests(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := store.RequestFilter{Builder: q.Get("builder")}
+	f := drover.RequestFilter{Builder: q.Get("builder")}
 	switch st := drover.RequestState(q.Get("state")); st {
 	case "", drover.RequestPending, drover.RequestClaimed, drover.RequestFinished, drover.RequestCancelled:
 		f.State = st
@@ -141,7 +140,7 @@ func (s *server) listRequests(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f.Limit = int(limit)
-	reqs, err := s.b.Store().ListRequests(r.Context(), f)
+	reqs, err := s.b.Reader().ListRequests(r.Context(), f)
 	if err != nil {
 		return fmt.Errorf("list requests: %w", err)
 	}
@@ -154,12 +153,12 @@ func (s *server) getRequest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st := s.b.Store()
+	st := s.b.Reader()
 	req, err := st.GetRequest(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("get request %d: %w", id, err)
 	}
-	builds, err := st.ListBuilds(r.Context(), store.BuildFilter{RequestID: id})
+	builds, err := st.ListBuilds(r.Context(), drover.BuildFilter{RequestID: id})
 	if err != nil {
 		return fmt.Errorf("list builds of request %d: %w", id, err)
 	}
@@ -180,7 +179,7 @@ func (s *server) cancelRequest(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("cancel request %d: %w", id, err)
 	}
 	s.log.Info("request cancelled", "request", id, "role", callerRole(r.Context()), "remote", r.RemoteAddr)
-	req, err := s.b.Store().GetRequest(r.Context(), id)
+	req, err := s.b.Reader().GetRequest(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("get request %d: %w", id, err)
 	}

@@ -18,7 +18,7 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	l, err := s.b.Store().GetLog(r.Context(), id)
+	l, err := s.b.Reader().GetLog(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("get log %d: %w", id, err)
 	}
@@ -42,7 +42,7 @@ func (s *server) rawLog(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// A missing log is a clean 404 before any byte is sent.
-	if _, err := s.b.Store().GetLog(r.Context(), id); err != nil {
+	if _, err := s.b.Reader().GetLog(r.Context(), id); err != nil {
 		return fmt.Errorf("get log %d: %w", id, err)
 	}
 	tw := &textWriter{w: w, rc: http.NewResponseController(w), flush: follow}
@@ -126,7 +126,7 @@ func (s *server) streamLog(w http.ResponseWriter, r *http.Request) error {
 			return drover.Errorf(drover.Invalid, "Last-Event-ID %q: want a byte offset", last)
 		}
 	}
-	if _, err := s.b.Store().GetLog(r.Context(), id); err != nil {
+	if _, err := s.b.Reader().GetLog(r.Context(), id); err != nil {
 		return fmt.Errorf("get log %d: %w", id, err)
 	}
 

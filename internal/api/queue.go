@@ -63,7 +63,7 @@ func (s *server) setAvailability(w http.ResponseWriter, r *http.Request) error {
 		shown = availabilityAuto
 	}
 	s.log.Info("worker availability set", "worker", name, "availability", shown, "reason", reason, "by", by)
-	wk, err := s.b.Store().GetWorker(r.Context(), name)
+	wk, err := s.b.Reader().GetWorker(r.Context(), name)
 	if err != nil {
 		return fmt.Errorf("get worker %q: %w", name, err)
 	}

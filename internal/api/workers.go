@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
-	ws, err := s.b.Store().ListWorkers(r.Context())
+	ws, err := s.b.Reader().ListWorkers(r.Context())
 	if err != nil {
 		return fmt.Errorf("list workers: %w", err)
 	}
@@ -21,12 +20,12 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) getWorker(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	st := s.b.Store()
+	st := s.b.Reader()
 	wk, err := st.GetWorker(r.Context(), name)
 	if err != nil {
 		return fmt.Errorf("get worker %q: %w", name, err)
 	}
-	builds, err := st.ListBuilds(r.Context(), store.BuildFilter{Worker: name, Limit: recentBuilds})
+	builds, err := st.ListBuilds(r.Context(), drover.BuildFilter{Worker: name, Limit: recentBuilds})
 	if err != nil {
 		return fmt.Errorf("list builds on worker %q: %w", name, err)
 	}
@@ -39,7 +38,7 @@ func (s *server) listChanges(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cs, err := s.b.Store().ListChanges(r.Context(), store.ChangeFilter{Limit: int(limit)})
+	cs, err := s.b.Reader().ListChanges(r.Context(), drover.ChangeFilter{Limit: int(limit)})
 	if err != nil {
 		return fmt.Errorf("list changes: %w", err)
 	}

@@ -251,11 +251,11 @@ func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 // build: every forced build has finished, as the master records it.
 func waitIdle(ctx context.Context, st store.Store) error {
 	for {
-		pending, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending, Limit: 1})
+		pending, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending, Limit: 1})
 		if err != nil {
 			return fmt.Errorf("list pending: %w", err)
 		}
-		running, err := st.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 1})
+		running, err := st.ListBuilds(ctx, drover.BuildFilter{State: drover.BuildRunning, Limit: 1})
 		if err != nil {
 			return fmt.Errorf("list running: %w", err)
 		}
@@ -272,7 +272,7 @@ func waitIdle(ctx context.Context, st store.Store) error {
 
 // countResults counts finished builds by result.
 func countResults(ctx context.Context, st store.Store, limit int) (map[drover.Result]int, error) {
-	bs, err := st.ListBuilds(ctx, store.BuildFilter{Limit: limit})
+	bs, err := st.ListBuilds(ctx, drover.BuildFilter{Limit: limit})
 	if err != nil {
 		return nil, fmt.Errorf("list builds: %w", err)
 	}

@@ -342,7 +342,7 @@ func tailLatency(ctx context.Context, e *env, n int, each time.Duration) ([]time
 	// The step's log row exists once the command is sent.
 	var logID int64
 	for logID == 0 {
-		bs, err := st.ListBuilds(ctx, store.BuildFilter{RequestID: req.ID})
+		bs, err := st.ListBuilds(ctx, drover.BuildFilter{RequestID: req.ID})
 		if err == nil && len(bs) > 0 {
 			if ls, err := st.ListLogs(ctx, bs[0].ID); err == nil && len(ls) > 0 {
 				logID = ls[0].ID

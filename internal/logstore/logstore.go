@@ -33,8 +33,9 @@ import (
 	"os"
 	"sync"
 
-	"github.com/drover-ci/drover"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/drover-ci/drover"
 )
 
 // DefaultChunkSize is the raw size of a chunk when Options.ChunkSize is 0:

@@ -7,8 +7,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/workerhub"
 )
 
@@ -31,9 +31,9 @@ func (m *Master) SetApproval(ctx context.Context, worker, approval, by string) e
 	m.logger.Info("worker approval set", "worker", worker, "approval", approval, "by", by)
 	var refusal error
 	switch approval {
-	case store.ApprovalRejected:
+	case drover.ApprovalRejected:
 		refusal = status.Errorf(codes.PermissionDenied, "worker %s was rejected", worker)
-	case store.ApprovalPending:
+	case drover.ApprovalPending:
 		refusal = status.Errorf(codes.FailedPrecondition, "worker %s is awaiting approval by an admin", worker)
 	}
 	if refusal != nil && m.hub.Disconnect(worker, refusal) {

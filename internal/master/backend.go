@@ -10,7 +10,6 @@ import (
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
 )
 
@@ -182,7 +181,7 @@ func (m *Master) CancelRequest(ctx context.Context, id int64, reason string) err
 		return err
 	}
 	if req.State == drover.RequestClaimed {
-		builds, err := m.store.ListBuilds(ctx, store.BuildFilter{RequestID: id, State: drover.BuildRunning})
+		builds, err := m.store.ListBuilds(ctx, drover.BuildFilter{RequestID: id, State: drover.BuildRunning})
 		if err != nil {
 			return err
 		}
@@ -287,3 +286,6 @@ func (m *Master) SetAvailability(ctx context.Context, worker string, a drover.Av
 	m.kick()
 	return nil
 }
+
+// Reader implements api.Backend.
+func (m *Master) Reader() api.Reader { return m.store }

@@ -457,7 +457,7 @@ func (m *Master) recover(ctx context.Context) error {
 // cancelOrphanRequests cancels pending requests of builders the config no
 // longer has, with a reason, so they do not wait forever.
 func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) error {
-	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		return fmt.Errorf("list pending requests: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 // Queue implements api.Backend: the pending requests in the order the
 // dispatcher serves them, each with the reason it gave at its last round.
 func (m *Master) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
-	pending, err := m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (q *pendingQueue) list(ctx context.Context, st store.Store) ([]drover.Build
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.valid {
-		all, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+		all, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 		if err != nil {
 			return nil, err
 		}

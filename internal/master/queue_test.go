@@ -33,7 +33,7 @@ func TestPendingQueue(t *testing.T) {
 		for _, r := range reqs {
 			out = append(out, r.ID)
 		}
-		want, err := raw.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+		want, err := raw.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // Properties that make a build request one part of a sharded step.
@@ -268,6 +267,6 @@ func (r *buildRun) cancelParts(st *drover.Step, reason string) {
 	}
 }
 
-func storeBuildsOf(requestID int64) store.BuildFilter {
-	return store.BuildFilter{RequestID: requestID, Limit: 1}
+func storeBuildsOf(requestID int64) drover.BuildFilter {
+	return drover.BuildFilter{RequestID: requestID, Limit: 1}
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
 	"github.com/drover-ci/drover/internal/events"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // masterIDFile keeps a master's ID across restarts, so that a restarted
@@ -343,7 +342,7 @@ func (m *Master) othersAlive() bool {
 // runningByBuilder counts the site's running builds per builder, for
 // max_builds across masters.
 func (m *Master) runningByBuilder(ctx context.Context) (map[string]int, error) {
-	running, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
+	running, err := m.store.ListBuilds(ctx, drover.BuildFilter{State: drover.BuildRunning, Limit: 100000})
 	if err != nil {
 		return nil, fmt.Errorf("count running builds: %w", err)
 	}
@@ -380,7 +379,7 @@ func (m *Master) adoptOrphans(ctx context.Context) error {
 			}
 		}
 	}
-	running, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
+	running, err := m.store.ListBuilds(ctx, drover.BuildFilter{State: drover.BuildRunning, Limit: 100000})
 	if err != nil {
 		return err
 	}
@@ -401,7 +400,7 @@ func (m *Master) adoptOrphans(ctx context.Context) error {
 // only while this master claims nothing new, so no fresh build is taken
 // for a leftover.
 func (m *Master) adoptOwn(ctx context.Context) error {
-	running, err := m.store.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: 100000})
+	running, err := m.store.ListBuilds(ctx, drover.BuildFilter{State: drover.BuildRunning, Limit: 100000})
 	if err != nil {
 		return err
 	}

@@ -364,7 +364,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 // store itself, since they add and claim requests too.
 func (m *Master) pendingRequests(ctx context.Context) ([]drover.BuildRequest, error) {
 	if m.shared {
-		return m.store.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+		return m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	}
 	return m.pending.list(ctx, m.store)
 }

@@ -10,10 +10,11 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/drover-ci/drover"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/drover-ci/drover"
 )
 
 //go:embed migrations/postgres/*.sql

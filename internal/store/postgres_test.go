@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to manage test schemas behind the store's back
+
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/store/storetest"
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to manage test schemas behind the store's back
 )
 
 // defaultTestPostgres is the server scripts/test makes sure of: the local
@@ -180,9 +181,9 @@ func TestPostgresTwoMasters(t *testing.T) {
 	}
 	// Both masters read the same queue: nothing is left pending, and the
 	// other master sees every build.
-	pending, err := masters[1].ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := masters[1].ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	mustDo(t, err)
-	all, err := masters[1].ListBuilds(ctx, store.BuildFilter{Limit: 1000})
+	all, err := masters[1].ListBuilds(ctx, drover.BuildFilter{Limit: 1000})
 	mustDo(t, err)
 	if len(pending) != 0 || len(all) != len(reqs) {
 		t.Fatalf("after the race: %d requests pending and %d builds, want 0 and %d", len(pending), len(all), len(reqs))

@@ -66,7 +66,7 @@ func (s *DB) GetChange(ctx context.Context, id int64) (*drover.Change, error) {
 }
 
 // ListChanges returns changes newest first.
-func (s *DB) ListChanges(ctx context.Context, f ChangeFilter) ([]drover.Change, error) {
+func (s *DB) ListChanges(ctx context.Context, f drover.ChangeFilter) ([]drover.Change, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -146,7 +146,7 @@ func (s *DB) GetRequest(ctx context.Context, id int64) (*drover.BuildRequest, er
 
 // ListRequests returns requests in queue order: priority (high first),
 // then submission time, then ID.
-func (s *DB) ListRequests(ctx context.Context, f RequestFilter) ([]drover.BuildRequest, error) {
+func (s *DB) ListRequests(ctx context.Context, f drover.RequestFilter) ([]drover.BuildRequest, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -455,7 +455,7 @@ func (s *DB) GetBuildByNumber(ctx context.Context, builder string, number int) (
 
 // ListBuilds returns builds newest first (highest ID first), at most
 // f.Limit of them (default 100).
-func (s *DB) ListBuilds(ctx context.Context, f BuildFilter) ([]drover.Build, error) {
+func (s *DB) ListBuilds(ctx context.Context, f drover.BuildFilter) ([]drover.Build, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err

@@ -11,8 +11,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/drover-ci/drover"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/drover-ci/drover"
 )
 
 // This file holds the site: the masters sharing a database, the builds

@@ -9,8 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/drover-ci/drover"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/drover-ci/drover"
 )
 
 // DB is the database/sql implementation of Store. Open makes one.

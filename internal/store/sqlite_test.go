@@ -245,7 +245,7 @@ func TestOpenDSN(t *testing.T) {
 				t.Fatalf("open %q: %v", tc.dsn, err)
 			}
 			t.Cleanup(func() { db.Close() })
-			if _, err := db.ListBuilds(ctx, store.BuildFilter{}); err != nil {
+			if _, err := db.ListBuilds(ctx, drover.BuildFilter{}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.file != "" {

@@ -34,7 +34,7 @@ type Store interface {
 	AddChange(ctx context.Context, c *drover.Change) error
 	GetChange(ctx context.Context, id int64) (*drover.Change, error)
 	// ListChanges returns changes newest first.
-	ListChanges(ctx context.Context, f ChangeFilter) ([]drover.Change, error)
+	ListChanges(ctx context.Context, f drover.ChangeFilter) ([]drover.Change, error)
 
 	// AddRequests stores reqs in one transaction as pending, setting each
 	// ID, State and (when zero) Submitted.
@@ -42,7 +42,7 @@ type Store interface {
 	GetRequest(ctx context.Context, id int64) (*drover.BuildRequest, error)
 	// ListRequests returns requests in queue order: priority (high first),
 	// then submission time, then ID.
-	ListRequests(ctx context.Context, f RequestFilter) ([]drover.BuildRequest, error)
+	ListRequests(ctx context.Context, f drover.RequestFilter) ([]drover.BuildRequest, error)
 	// ClaimRequest, in one transaction, moves request id from pending to
 	// claimed, increments its Tries, and creates build b for it: b gets the
 	// next number for its builder, b.ID, b.RequestID = id, b.State =
@@ -65,7 +65,7 @@ type Store interface {
 	GetBuild(ctx context.Context, id int64) (*drover.Build, error)
 	GetBuildByNumber(ctx context.Context, builder string, number int) (*drover.Build, error)
 	// ListBuilds returns builds newest first (highest ID first).
-	ListBuilds(ctx context.Context, f BuildFilter) ([]drover.Build, error)
+	ListBuilds(ctx context.Context, f drover.BuildFilter) ([]drover.Build, error)
 	// SetBuildProperties replaces the properties of a running build.
 	SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error
 	// FinishBuild, in one transaction, ends running build id with result
@@ -137,7 +137,7 @@ type Store interface {
 	// fails with NotFound for an unknown worker.
 	SetAvailabilityOverride(ctx context.Context, name string, o *drover.AvailabilityOverride) error
 	// SetApproval records an admin's verdict on worker name: approval is
-	// "approved", "pending" or "rejected" (see ApprovalApproved), by names
+	// "approved", "pending" or "rejected" (see drover.ApprovalApproved), by names
 	// the admin, at when. UpsertWorker never changes it; Enroll sets it
 	// from the enrolling worker. It fails with Invalid for another word
 	// and NotFound for an unknown worker.
@@ -201,29 +201,4 @@ type Store interface {
 	// Enroll, in one transaction, uses enrollment token enrollID (as
 	// UseToken does), stores the new worker token wt, and upserts worker w.
 	Enroll(ctx context.Context, enrollID string, at time.Time, wt *drover.Token, w *drover.Worker) error
-}
-
-// ChangeFilter selects changes. Zero fields select everything.
-type ChangeFilter struct {
-	Limit int // 0: a default of 100
-}
-
-// RequestFilter selects build requests. Zero fields select everything.
-type RequestFilter struct {
-	State   drover.RequestState
-	Builder string
-	Limit   int // 0: no limit
-}
-
-// BuildFilter selects builds. Zero fields select everything.
-type BuildFilter struct {
-	Builder   string
-	Worker    string
-	State     drover.BuildState
-	RequestID int64
-	// Master selects the builds a master drives (see AdoptBuild).
-	Master string
-	// BeforeID, when set, returns only builds with a smaller ID (paging).
-	BeforeID int64
-	Limit    int // 0: a default of 100
 }

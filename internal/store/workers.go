@@ -21,30 +21,6 @@ const workerColumns = `name, facts, labels, version, os, arch, availability, con
 
 const workerReadColumns = workerColumns + `, override_availability, override_reason, override_by, override_at`
 
-// The approval states of a worker (drover.Worker.Approval).
-const (
-	// ApprovalApproved lets the worker connect: the default, and the state
-	// of every worker enrolled while the master does not require approval.
-	ApprovalApproved = "approved"
-	// ApprovalPending holds a worker enrolled under approve_workers until
-	// an admin decides.
-	ApprovalPending = "pending"
-	// ApprovalRejected keeps a worker out for good (until approved).
-	ApprovalRejected = "rejected"
-)
-
-// ParseApproval checks the name of an approval state; "" is approved, as
-// a worker row written before approval existed is.
-func ParseApproval(s string) (string, error) {
-	switch s {
-	case "", ApprovalApproved:
-		return ApprovalApproved, nil
-	case ApprovalPending, ApprovalRejected:
-		return s, nil
-	}
-	return "", drover.Errorf(drover.Invalid, "unknown approval %q (want approved, pending or rejected)", s)
-}
-
 func scanWorker(r scanner) (drover.Worker, error) {
 	var w drover.Worker
 	var first, last, connAt, overAt dbTime
@@ -116,7 +92,7 @@ func (s *DB) upsertWorker(ctx context.Context, q queryer, w *drover.Worker, setA
 	if avail == "" {
 		avail = drover.Eager
 	}
-	approval, err := ParseApproval(w.Approval)
+	approval, err := drover.ParseApproval(w.Approval)
 	if err != nil {
 		return fmt.Errorf("store worker %s: %w", w.Name, err)
 	}
@@ -153,7 +129,7 @@ func (s *DB) SetApproval(ctx context.Context, name, approval, by string, at time
 	if approval == "" {
 		return drover.Errorf(drover.Invalid, "set approval of %s: approval is empty", name)
 	}
-	if _, err := ParseApproval(approval); err != nil {
+	if _, err := drover.ParseApproval(approval); err != nil {
 		return fmt.Errorf("set approval of %s: %w", name, err)
 	}
 	q, err := s.writer()

@@ -12,7 +12,6 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // addApprovalWorkers stores a worker waiting for approval and a rejected
@@ -21,8 +20,8 @@ func addApprovalWorkers(t *testing.T, f *fixture) {
 	t.Helper()
 	ctx := context.Background()
 	for _, w := range []drover.Worker{
-		{Name: "new<1>", OS: "freebsd", Arch: "arm64", Version: "0.9.0", Address: "192.0.2.9:4711", Approval: store.ApprovalPending},
-		{Name: "bad1", OS: "linux", Arch: "amd64", Approval: store.ApprovalRejected},
+		{Name: "new<1>", OS: "freebsd", Arch: "arm64", Version: "0.9.0", Address: "192.0.2.9:4711", Approval: drover.ApprovalPending},
+		{Name: "bad1", OS: "linux", Arch: "amd64", Approval: drover.ApprovalRejected},
 	} {
 		must(t, f.b.st.UpsertWorker(ctx, &w))
 	}
@@ -78,7 +77,7 @@ func TestApprovalPages(t *testing.T) {
 	}
 
 	// Once nobody waits, the live fragment says so.
-	must(t, f.b.SetApproval(context.Background(), "new<1>", store.ApprovalApproved, "admin"))
+	must(t, f.b.SetApproval(context.Background(), "new<1>", drover.ApprovalApproved, "admin"))
 	if r := f.get(t, "/workers?fragment=approval"); !strings.Contains(r.body, "No worker is waiting any more.") {
 		t.Errorf("approval fragment with nobody waiting:\n%s", r.body)
 	}
@@ -91,7 +90,7 @@ func TestApprovalPages(t *testing.T) {
 func TestBrowserApproval(t *testing.T) {
 	f := newFixture(t)
 	addApprovalWorkers(t, f)
-	must(t, f.b.st.UpsertWorker(context.Background(), &drover.Worker{Name: "new2", Approval: store.ApprovalPending}))
+	must(t, f.b.st.UpsertWorker(context.Background(), &drover.Worker{Name: "new2", Approval: drover.ApprovalPending}))
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", api.NewHandler(f.b, testLogger(t), api.Options{PublicReads: true, Heartbeat: time.Second}))
 	mux.Handle("/", f.srv)
@@ -116,7 +115,7 @@ func TestBrowserApproval(t *testing.T) {
 	waitFor(t, ctx, "the refusal", `document.getElementById("approval-error").textContent.includes("needs role admin")`)
 	w, err := f.b.st.GetWorker(context.Background(), "new2")
 	must(t, err)
-	if w.Approval != store.ApprovalPending {
+	if w.Approval != drover.ApprovalPending {
 		t.Fatalf("a refused click changed the approval to %q", w.Approval)
 	}
 	screenshot(t, ctx, "workers-approval")
@@ -128,7 +127,7 @@ func TestBrowserApproval(t *testing.T) {
 
 	click("reject", "new<1>", adminToken)
 	waitFor(t, ctx, "the section to empty", `document.getElementById("approval-table").textContent.includes("No worker is waiting any more.")`)
-	for name, want := range map[string]string{"new2": store.ApprovalApproved, "new<1>": store.ApprovalRejected} {
+	for name, want := range map[string]string{"new2": drover.ApprovalApproved, "new<1>": drover.ApprovalRejected} {
 		w, err := f.b.st.GetWorker(context.Background(), name)
 		must(t, err)
 		if w.Approval != want {

@@ -94,7 +94,7 @@ func newTestBackend(t *testing.T) *testBackend {
 	return b
 }
 
-func (b *testBackend) Store() store.Store { return b.st }
+func (b *testBackend) Reader() api.Reader { return b.st }
 func (b *testBackend) Title() string      { return "Drover <Test> & Co" }
 func (b *testBackend) URL() string        { return "https://ci.example.org/" }
 
@@ -200,7 +200,7 @@ func (b *testBackend) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
 	if qerr != nil {
 		return nil, qerr
 	}
-	reqs, err := b.st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	reqs, err := b.st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		return nil, fmt.Errorf("list pending requests: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/events"
 	"github.com/drover-ci/drover/internal/testenv"

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // classesRecent is how many recent builds the classes page reads in one
@@ -94,8 +93,8 @@ func (s *server) handleClasses(w http.ResponseWriter, r *http.Request) {
 // builder with no finished build among them.
 func (s *server) lastBuilds(r *http.Request, builders []drover.Builder) (last, running map[string]*drover.Build, err error) {
 	ctx := r.Context()
-	st := s.b.Store()
-	recent, err := st.ListBuilds(ctx, store.BuildFilter{Limit: classesRecent})
+	st := s.b.Reader()
+	recent, err := st.ListBuilds(ctx, drover.BuildFilter{Limit: classesRecent})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list recent builds: %w", err)
 	}
@@ -119,7 +118,7 @@ func (s *server) lastBuilds(r *http.Request, builders []drover.Builder) (last, r
 		if _, ok := last[b.Name]; ok {
 			continue
 		}
-		bs, err := st.ListBuilds(ctx, store.BuildFilter{Builder: b.Name, State: drover.BuildFinished, Limit: 1})
+		bs, err := st.ListBuilds(ctx, drover.BuildFilter{Builder: b.Name, State: drover.BuildFinished, Limit: 1})
 		if err != nil {
 			return nil, nil, fmt.Errorf("last build of %s: %w", b.Name, err)
 		}

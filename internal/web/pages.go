@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // Limits on how much a page shows; older rows are a click away in the API.
@@ -30,13 +29,13 @@ type homePage struct {
 
 func (s *server) handleHome(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	st := s.b.Store()
-	builds, err := st.ListBuilds(ctx, store.BuildFilter{Limit: recentBuilds})
+	st := s.b.Reader()
+	builds, err := st.ListBuilds(ctx, drover.BuildFilter{Limit: recentBuilds})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list recent builds: %w", err))
 		return
 	}
-	pending, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list pending requests: %w", err))
 		return
@@ -64,8 +63,8 @@ type builderRow struct {
 
 func (s *server) handleBuilders(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	st := s.b.Store()
-	pending, err := st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	st := s.b.Reader()
+	pending, err := st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list pending requests: %w", err))
 		return
@@ -77,7 +76,7 @@ func (s *server) handleBuilders(w http.ResponseWriter, r *http.Request) {
 	var rows []builderRow
 	for _, b := range s.b.Builders() {
 		row := builderRow{Builder: b, Pending: perBuilder[b.Name]}
-		last, err := st.ListBuilds(ctx, store.BuildFilter{Builder: b.Name, Limit: 1})
+		last, err := st.ListBuilds(ctx, drover.BuildFilter{Builder: b.Name, Limit: 1})
 		if err != nil {
 			s.fail(w, r, fmt.Errorf("last build of %s: %w", b.Name, err))
 			return
@@ -107,14 +106,14 @@ func (s *server) handleBuilder(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, drover.Errorf(drover.NotFound, "no builder named %q", name))
 		return
 	}
-	st := s.b.Store()
+	st := s.b.Reader()
 	p := builderPage{Builder: b}
 	var err error
-	if p.Builds, err = st.ListBuilds(ctx, store.BuildFilter{Builder: name, Limit: recentBuilds}); err != nil {
+	if p.Builds, err = st.ListBuilds(ctx, drover.BuildFilter{Builder: name, Limit: recentBuilds}); err != nil {
 		s.fail(w, r, fmt.Errorf("list builds of %s: %w", name, err))
 		return
 	}
-	if p.Pending, err = st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending, Builder: name}); err != nil {
+	if p.Pending, err = st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending, Builder: name}); err != nil {
 		s.fail(w, r, fmt.Errorf("list pending requests of %s: %w", name, err))
 		return
 	}
@@ -143,7 +142,7 @@ func (s *server) handleBuildByNumber(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, drover.Errorf(drover.NotFound, "no build %q of builder %q", r.PathValue("number"), name))
 		return
 	}
-	b, err := s.b.Store().GetBuildByNumber(r.Context(), name, n)
+	b, err := s.b.Reader().GetBuildByNumber(r.Context(), name, n)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("build %s #%d: %w", name, n, err))
 		return
@@ -157,7 +156,7 @@ func (s *server) handleBuildByID(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, drover.Errorf(drover.NotFound, "no build %q", r.PathValue("id")))
 		return
 	}
-	b, err := s.b.Store().GetBuild(r.Context(), id)
+	b, err := s.b.Reader().GetBuild(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("build %d: %w", id, err))
 		return
@@ -186,7 +185,7 @@ type stepView struct {
 
 func (s *server) buildPage(w http.ResponseWriter, r *http.Request, b *drover.Build) {
 	ctx := r.Context()
-	st := s.b.Store()
+	st := s.b.Reader()
 	p := buildPage{Build: b, Live: b.State == drover.BuildRunning}
 	_, p.HasBuilder = s.b.Builder(b.Builder)
 	if p.Live {
@@ -246,13 +245,13 @@ type workerRow struct {
 
 func (s *server) handleWorkers(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	st := s.b.Store()
+	st := s.b.Reader()
 	workers, err := st.ListWorkers(ctx)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list workers: %w", err))
 		return
 	}
-	running, err := st.ListBuilds(ctx, store.BuildFilter{State: drover.BuildRunning, Limit: runningLimit})
+	running, err := st.ListBuilds(ctx, drover.BuildFilter{State: drover.BuildRunning, Limit: runningLimit})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list running builds: %w", err))
 		return
@@ -264,7 +263,7 @@ func (s *server) handleWorkers(w http.ResponseWriter, r *http.Request) {
 	p := workersPage{Workers: make([]workerRow, 0, len(workers))}
 	for _, wk := range workers {
 		row := workerRow{Worker: wk, Avail: availabilityOf(wk), Running: byWorker[wk.Name]}
-		if wk.Approval == store.ApprovalPending {
+		if wk.Approval == drover.ApprovalPending {
 			p.Awaiting = append(p.Awaiting, row)
 			continue
 		}
@@ -292,13 +291,13 @@ type workerPage struct {
 func (s *server) handleWorker(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	st := s.b.Store()
+	st := s.b.Reader()
 	wk, err := st.GetWorker(ctx, name)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("worker %q: %w", name, err))
 		return
 	}
-	builds, err := st.ListBuilds(ctx, store.BuildFilter{Worker: name, Limit: recentBuilds})
+	builds, err := st.ListBuilds(ctx, drover.BuildFilter{Worker: name, Limit: recentBuilds})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list builds of worker %q: %w", name, err))
 		return
@@ -308,7 +307,7 @@ func (s *server) handleWorker(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) handleChanges(w http.ResponseWriter, r *http.Request) {
-	changes, err := s.b.Store().ListChanges(r.Context(), store.ChangeFilter{Limit: recentChanges})
+	changes, err := s.b.Reader().ListChanges(r.Context(), drover.ChangeFilter{Limit: recentChanges})
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list changes: %w", err))
 		return

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // queuePage is the data of the queue page: the pending requests in the
@@ -32,7 +31,7 @@ func (s *server) handleQueue(w http.ResponseWriter, r *http.Request) {
 	// Show it even when the master cannot say why each request waits.
 	s.logger.Warn("queue explanations", "err", err)
 	p.Err = drover.Message(err)
-	reqs, lerr := s.b.Store().ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	reqs, lerr := s.b.Reader().ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	if lerr != nil {
 		s.fail(w, r, fmt.Errorf("list pending requests: %w", lerr))
 		return

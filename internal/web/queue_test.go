@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // evilLock and evilReason are hostile text in the places the queue, locks
@@ -26,7 +25,7 @@ const (
 func addQueueAndLocks(t *testing.T, f *fixture) (held, evil drover.LockState) {
 	t.Helper()
 	ctx := context.Background()
-	pending, err := f.b.st.ListRequests(ctx, store.RequestFilter{State: drover.RequestPending})
+	pending, err := f.b.st.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
 	must(t, err)
 	if len(pending) != 1 {
 		t.Fatalf("fixture has %d pending requests, want 1", len(pending))

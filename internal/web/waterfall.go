@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 // Waterfall limits. The page reads builds newest first and stops at the
@@ -147,9 +146,9 @@ func (s *server) handleWaterfall(w http.ResponseWriter, r *http.Request) {
 // the builds start before the window.
 func (s *server) waterfallBuilds(r *http.Request, q waterfallQuery, now time.Time) (builds []drover.Build, truncated bool, err error) {
 	ctx := r.Context()
-	st := s.b.Store()
+	st := s.b.Reader()
 	if q.Hours == 0 {
-		builds, err = st.ListBuilds(ctx, store.BuildFilter{Limit: q.Limit})
+		builds, err = st.ListBuilds(ctx, drover.BuildFilter{Limit: q.Limit})
 		if err != nil {
 			return nil, false, fmt.Errorf("list the newest %d builds: %w", q.Limit, err)
 		}
@@ -159,7 +158,7 @@ func (s *server) waterfallBuilds(r *http.Request, q waterfallQuery, now time.Tim
 	var before int64
 	for {
 		n := min(waterfallPageSize, q.Limit-len(builds)+1)
-		page, err := st.ListBuilds(ctx, store.BuildFilter{BeforeID: before, Limit: n})
+		page, err := st.ListBuilds(ctx, drover.BuildFilter{BeforeID: before, Limit: n})
 		if err != nil {
 			return nil, false, fmt.Errorf("list builds since %s: %w", since.UTC().Format(time.RFC3339), err)
 		}

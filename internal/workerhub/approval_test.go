@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -86,7 +86,7 @@ func TestApprovalRequired(t *testing.T) {
 	f, _, logs := approvalFixture(t, true)
 	ctx := context.Background()
 	tok := f.enrollWorker(t, "w1")
-	if got := f.approval(t, "w1"); got != store.ApprovalPending {
+	if got := f.approval(t, "w1"); got != drover.ApprovalPending {
 		t.Fatalf("worker enrolled under approval is %q, want pending", got)
 	}
 
@@ -101,7 +101,7 @@ func TestApprovalRequired(t *testing.T) {
 	_, err := f.client.Enroll(ctx, &pb.EnrollRequest{Name: "w1", EnrollmentToken: f.enroll})
 	wantCode(t, err, codes.AlreadyExists)
 
-	if err := f.store.SetApproval(ctx, "w1", store.ApprovalApproved, "admin", time.Now()); err != nil {
+	if err := f.store.SetApproval(ctx, "w1", drover.ApprovalApproved, "admin", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.dial(t, "w1", tok); st.Code() != codes.OK {
@@ -120,7 +120,7 @@ func TestApprovalRejected(t *testing.T) {
 	t.Parallel()
 	f, _, logs := approvalFixture(t, true)
 	tok := f.enrollWorker(t, "w1")
-	if err := f.store.SetApproval(context.Background(), "w1", store.ApprovalRejected, "admin", time.Now()); err != nil {
+	if err := f.store.SetApproval(context.Background(), "w1", drover.ApprovalRejected, "admin", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	st := f.dial(t, "w1", tok)
@@ -145,7 +145,7 @@ func TestApprovalNotRequired(t *testing.T) {
 	t.Parallel()
 	f, required, _ := approvalFixture(t, false)
 	tok := f.enrollWorker(t, "open-1")
-	if got := f.approval(t, "open-1"); got != store.ApprovalApproved {
+	if got := f.approval(t, "open-1"); got != drover.ApprovalApproved {
 		t.Fatalf("worker enrolled without approval is %q, want approved", got)
 	}
 	if st := f.dial(t, "open-1", tok); st.Code() != codes.OK {
@@ -166,7 +166,7 @@ func TestApprovalPolicyFromHandler(t *testing.T) {
 	t.Parallel()
 	f := newFixtureWith(t, func(o *Options) { o.Handler = &approvingRecorder{} })
 	f.enrollWorker(t, "w1")
-	if got := f.approval(t, "w1"); got != store.ApprovalPending {
+	if got := f.approval(t, "w1"); got != drover.ApprovalPending {
 		t.Fatalf("worker enrolled with a handler requiring approval is %q, want pending", got)
 	}
 }

@@ -224,10 +224,10 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 	w := &drover.Worker{
 		Name: req.GetName(), Version: req.GetProgramVersion(), OS: req.GetOs(), Arch: req.GetArch(),
 		Availability: drover.Eager, FirstSeen: now, LastSeen: now, Address: addr,
-		Approval: store.ApprovalApproved,
+		Approval: drover.ApprovalApproved,
 	}
 	if h.approval() {
-		w.Approval = store.ApprovalPending
+		w.Approval = drover.ApprovalPending
 	}
 	if err := h.store.Enroll(ctx, id, now, &wt, w); err != nil {
 		if drover.KindOf(err) == drover.Unauthorized {
@@ -237,7 +237,7 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 		log.Error("enrollment failed", "err", err)
 		return nil, status.Error(codes.Internal, "internal error")
 	}
-	if w.Approval == store.ApprovalPending {
+	if w.Approval == drover.ApprovalPending {
 		log.Info("worker enrolled; it waits for an admin's approval (drover workers approve NAME)", "token", tokens.Redact(full))
 	} else {
 		log.Info("worker enrolled", "token", tokens.Redact(full))
@@ -296,10 +296,10 @@ func (h *Hub) checkApproval(ctx context.Context, log *slog.Logger, name string) 
 		return status.Error(codes.Unavailable, "master cannot check this worker's approval; try again")
 	}
 	switch w.Approval {
-	case store.ApprovalPending:
+	case drover.ApprovalPending:
 		log.Info("worker refused: awaiting approval by an admin")
 		return status.Errorf(codes.FailedPrecondition, "worker %s is awaiting approval by an admin", name)
-	case store.ApprovalRejected:
+	case drover.ApprovalRejected:
 		log.Warn("worker refused: rejected by an admin")
 		return status.Errorf(codes.PermissionDenied, "worker %s was rejected", name)
 	}

@@ -36,13 +36,13 @@ func testBuildMaster(t *testing.T, s store.Store) {
 		t.Fatalf("build claimed without a master has master %q", got.Master)
 	}
 
-	list, err := s.ListBuilds(ctx, store.BuildFilter{Master: "m1"})
+	list, err := s.ListBuilds(ctx, drover.BuildFilter{Master: "m1"})
 	must(t, err, "list builds of m1")
 	if len(list) != 1 {
 		t.Fatalf("m1 drives %d builds, want 1", len(list))
 	}
 	wantEqual(t, list[0], *b, "listed build")
-	list, err = s.ListBuilds(ctx, store.BuildFilter{})
+	list, err = s.ListBuilds(ctx, drover.BuildFilter{})
 	must(t, err, "list builds")
 	if len(list) != 2 || list[1].Master != "m1" || list[0].Master != "" {
 		t.Fatalf("listed builds: %+v", list)

@@ -164,10 +164,10 @@ func testChanges(t *testing.T, s store.Store) {
 
 	third := &drover.Change{Repository: "r", Revision: "ghi", When: t0}
 	must(t, s.AddChange(ctx, third), "add third change")
-	list, err := s.ListChanges(ctx, store.ChangeFilter{})
+	list, err := s.ListChanges(ctx, drover.ChangeFilter{})
 	must(t, err, "list changes")
 	wantEqual(t, changeIDs(list), []int64{third.ID, bare.ID, c.ID}, "changes newest first")
-	list, err = s.ListChanges(ctx, store.ChangeFilter{Limit: 2})
+	list, err = s.ListChanges(ctx, drover.ChangeFilter{Limit: 2})
 	must(t, err, "list changes limit 2")
 	wantEqual(t, changeIDs(list), []int64{third.ID, bare.ID}, "limited changes")
 
@@ -188,7 +188,7 @@ func testChangesDefaultLimit(t *testing.T, s store.Store) {
 	for i := range 105 {
 		must(t, s.AddChange(ctx, &drover.Change{Revision: fmt.Sprint(i), When: at(time.Duration(i))}), "add change")
 	}
-	list, err := s.ListChanges(ctx, store.ChangeFilter{})
+	list, err := s.ListChanges(ctx, drover.ChangeFilter{})
 	must(t, err, "list changes")
 	if len(list) != 100 || list[0].Revision != "104" {
 		t.Fatalf("got %d changes starting at %q, want the 100 newest starting at 104", len(list), list[0].Revision)
@@ -248,7 +248,7 @@ func testAddRequestsAtomic(t *testing.T, s store.Store) {
 	if good.ID != 0 {
 		t.Fatalf("a failed AddRequests set ID %d", good.ID)
 	}
-	list, err := s.ListRequests(ctx, store.RequestFilter{})
+	list, err := s.ListRequests(ctx, drover.RequestFilter{})
 	must(t, err, "list requests")
 	if len(list) != 0 {
 		t.Fatalf("a failed AddRequests stored %d requests", len(list))
@@ -285,16 +285,16 @@ func testListRequests(t *testing.T, s store.Store) {
 
 	tests := []struct {
 		name string
-		f    store.RequestFilter
+		f    drover.RequestFilter
 		want []int64
 	}{
-		{"all", store.RequestFilter{}, id(1, 5, 2, 3, 0, 4)},
-		{"pending", store.RequestFilter{State: drover.RequestPending}, id(1, 5, 2, 3, 4)},
-		{"cancelled", store.RequestFilter{State: drover.RequestCancelled}, id(0)},
-		{"builder", store.RequestFilter{Builder: "a"}, id(5, 2, 0, 4)},
-		{"builder and state", store.RequestFilter{Builder: "a", State: drover.RequestPending}, id(5, 2, 4)},
-		{"limit", store.RequestFilter{State: drover.RequestPending, Limit: 2}, id(1, 5)},
-		{"none", store.RequestFilter{Builder: "nobody"}, nil},
+		{"all", drover.RequestFilter{}, id(1, 5, 2, 3, 0, 4)},
+		{"pending", drover.RequestFilter{State: drover.RequestPending}, id(1, 5, 2, 3, 4)},
+		{"cancelled", drover.RequestFilter{State: drover.RequestCancelled}, id(0)},
+		{"builder", drover.RequestFilter{Builder: "a"}, id(5, 2, 0, 4)},
+		{"builder and state", drover.RequestFilter{Builder: "a", State: drover.RequestPending}, id(5, 2, 4)},
+		{"limit", drover.RequestFilter{State: drover.RequestPending, Limit: 2}, id(1, 5)},
+		{"none", drover.RequestFilter{Builder: "nobody"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -382,7 +382,7 @@ func testClaimRequestErrors(t *testing.T, s store.Store) {
 	must(t, s.CancelRequest(ctx, cancelled.ID, "no"), "cancel")
 	wantKind(t, s.ClaimRequest(ctx, cancelled.ID, &drover.Build{Worker: "w"}), drover.Conflict, "claim cancelled")
 
-	builds, err := s.ListBuilds(ctx, store.BuildFilter{})
+	builds, err := s.ListBuilds(ctx, drover.BuildFilter{})
 	must(t, err, "list builds")
 	if len(builds) != 1 {
 		t.Fatalf("got %d builds, want only the one successful claim's", len(builds))
@@ -444,19 +444,19 @@ func testListBuilds(t *testing.T, s store.Store) {
 	}
 	tests := []struct {
 		name string
-		f    store.BuildFilter
+		f    drover.BuildFilter
 		want []int64
 	}{
-		{"all newest first", store.BuildFilter{}, ids(4, 3, 2, 1, 0)},
-		{"builder", store.BuildFilter{Builder: "linux"}, ids(3, 2, 0)},
-		{"worker", store.BuildFilter{Worker: "w1"}, ids(4, 3, 0)},
-		{"builder and worker", store.BuildFilter{Builder: "linux", Worker: "w2"}, ids(2)},
-		{"running", store.BuildFilter{State: drover.BuildRunning}, ids(4, 3, 2, 1)},
-		{"finished", store.BuildFilter{State: drover.BuildFinished}, ids(0)},
-		{"request", store.BuildFilter{RequestID: bs[1].RequestID}, ids(1)},
-		{"page", store.BuildFilter{BeforeID: bs[3].ID, Limit: 2}, ids(2, 1)},
-		{"limit", store.BuildFilter{Limit: 1}, ids(4)},
-		{"none", store.BuildFilter{Worker: "nobody"}, nil},
+		{"all newest first", drover.BuildFilter{}, ids(4, 3, 2, 1, 0)},
+		{"builder", drover.BuildFilter{Builder: "linux"}, ids(3, 2, 0)},
+		{"worker", drover.BuildFilter{Worker: "w1"}, ids(4, 3, 0)},
+		{"builder and worker", drover.BuildFilter{Builder: "linux", Worker: "w2"}, ids(2)},
+		{"running", drover.BuildFilter{State: drover.BuildRunning}, ids(4, 3, 2, 1)},
+		{"finished", drover.BuildFilter{State: drover.BuildFinished}, ids(0)},
+		{"request", drover.BuildFilter{RequestID: bs[1].RequestID}, ids(1)},
+		{"page", drover.BuildFilter{BeforeID: bs[3].ID, Limit: 2}, ids(2, 1)},
+		{"limit", drover.BuildFilter{Limit: 1}, ids(4)},
+		{"none", drover.BuildFilter{Worker: "nobody"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -481,7 +481,7 @@ func testListBuildsDefaultLimit(t *testing.T, s store.Store) {
 	for _, r := range reqs {
 		must(t, s.ClaimRequest(ctx, r.ID, &drover.Build{Worker: "w"}), "claim")
 	}
-	list, err := s.ListBuilds(ctx, store.BuildFilter{})
+	list, err := s.ListBuilds(ctx, drover.BuildFilter{})
 	must(t, err, "list builds")
 	if len(list) != 100 || list[0].Number != 101 || list[99].Number != 2 {
 		t.Fatalf("got %d builds (#%d…#%d), want the 100 newest, #101…#2", len(list), list[0].Number, list[len(list)-1].Number)
@@ -575,7 +575,7 @@ func testFinishBuildRequeue(t *testing.T, s store.Store) {
 	if req.State != drover.RequestClaimed || req.Tries != 2 {
 		t.Fatalf("request claimed again: %+v, want claimed with 2 tries", req)
 	}
-	builds, err := s.ListBuilds(ctx, store.BuildFilter{RequestID: req.ID})
+	builds, err := s.ListBuilds(ctx, drover.BuildFilter{RequestID: req.ID})
 	must(t, err, "list builds of request")
 	if len(builds) != 2 {
 		t.Fatalf("request has %d builds, want 2", len(builds))
@@ -796,7 +796,7 @@ func testWorkers(t *testing.T, s store.Store) {
 	got, err = s.GetWorker(ctx, "fbsd-1")
 	must(t, err, "get updated worker")
 	want = drover.Worker{Name: "fbsd-1", Version: "1.3.0", Availability: drover.Eager,
-		FirstSeen: t0.UTC(), LastSeen: at(time.Hour), Approval: store.ApprovalApproved}
+		FirstSeen: t0.UTC(), LastSeen: at(time.Hour), Approval: drover.ApprovalApproved}
 	wantEqual(t, *got, want, "updated worker")
 
 	before := time.Now()
@@ -918,9 +918,9 @@ func testAvailabilityOverride(t *testing.T, s store.Store) {
 func testApproval(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "old-1", FirstSeen: t0}), "insert worker")
-	held := &drover.Worker{Name: "new-1", FirstSeen: t0, Approval: store.ApprovalPending}
+	held := &drover.Worker{Name: "new-1", FirstSeen: t0, Approval: drover.ApprovalPending}
 	must(t, s.UpsertWorker(ctx, held), "insert pending worker")
-	if held.Approval != store.ApprovalPending {
+	if held.Approval != drover.ApprovalPending {
 		t.Fatalf("upsert reported approval %q, want pending", held.Approval)
 	}
 	approval := func(name string) string {
@@ -929,10 +929,10 @@ func testApproval(t *testing.T, s store.Store) {
 		must(t, err, "get worker "+name)
 		return w.Approval
 	}
-	if got := approval("old-1"); got != store.ApprovalApproved {
+	if got := approval("old-1"); got != drover.ApprovalApproved {
 		t.Fatalf("a worker stored without approval reads back %q, want approved", got)
 	}
-	if got := approval("new-1"); got != store.ApprovalPending {
+	if got := approval("new-1"); got != drover.ApprovalPending {
 		t.Fatalf("pending worker reads back %q", got)
 	}
 
@@ -941,12 +941,12 @@ func testApproval(t *testing.T, s store.Store) {
 		want           string
 		kind           drover.Kind // of the error; 0 (Internal) with want set means success
 	}{
-		{"approve", store.ApprovalApproved, store.ApprovalApproved, 0},
-		{"approve again", store.ApprovalApproved, store.ApprovalApproved, 0},
-		{"reject", store.ApprovalRejected, store.ApprovalRejected, 0},
-		{"back to pending", store.ApprovalPending, store.ApprovalPending, 0},
-		{"unknown word", "maybe", store.ApprovalPending, drover.Invalid},
-		{"empty", "", store.ApprovalPending, drover.Invalid},
+		{"approve", drover.ApprovalApproved, drover.ApprovalApproved, 0},
+		{"approve again", drover.ApprovalApproved, drover.ApprovalApproved, 0},
+		{"reject", drover.ApprovalRejected, drover.ApprovalRejected, 0},
+		{"back to pending", drover.ApprovalPending, drover.ApprovalPending, 0},
+		{"unknown word", "maybe", drover.ApprovalPending, drover.Invalid},
+		{"empty", "", drover.ApprovalPending, drover.Invalid},
 	}
 	for _, tc := range tests {
 		err := s.SetApproval(ctx, "new-1", tc.approval, "admin api1", at(time.Hour))
@@ -962,10 +962,10 @@ func testApproval(t *testing.T, s store.Store) {
 
 	// Reconnections upsert the worker without an approval: they keep the
 	// admin's verdict, whatever the caller's struct says.
-	must(t, s.SetApproval(ctx, "new-1", store.ApprovalRejected, "admin api1", time.Time{}), "reject")
+	must(t, s.SetApproval(ctx, "new-1", drover.ApprovalRejected, "admin api1", time.Time{}), "reject")
 	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "new-1", Connected: true}), "upsert without approval")
-	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "new-1", Approval: store.ApprovalApproved}), "upsert claiming approval")
-	if got := approval("new-1"); got != store.ApprovalRejected {
+	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "new-1", Approval: drover.ApprovalApproved}), "upsert claiming approval")
+	if got := approval("new-1"); got != drover.ApprovalRejected {
 		t.Fatalf("upserts changed the approval to %q, want rejected", got)
 	}
 	list, err := s.ListWorkers(ctx)
@@ -974,9 +974,9 @@ func testApproval(t *testing.T, s store.Store) {
 	for _, w := range list {
 		got[w.Name] = w.Approval
 	}
-	wantEqual(t, got, map[string]string{"old-1": store.ApprovalApproved, "new-1": store.ApprovalRejected}, "listed approvals")
+	wantEqual(t, got, map[string]string{"old-1": drover.ApprovalApproved, "new-1": drover.ApprovalRejected}, "listed approvals")
 
-	wantKind(t, s.SetApproval(ctx, "nobody", store.ApprovalApproved, "admin", t0), drover.NotFound, "approve unknown worker")
+	wantKind(t, s.SetApproval(ctx, "nobody", drover.ApprovalApproved, "admin", t0), drover.NotFound, "approve unknown worker")
 	wantKind(t, s.UpsertWorker(ctx, &drover.Worker{Name: "odd", Approval: "sometimes"}), drover.Invalid, "upsert unknown approval")
 }
 
@@ -988,21 +988,21 @@ func testEnrollPending(t *testing.T, s store.Store) {
 	must(t, s.AddToken(ctx, &drover.Token{ID: "enr", Kind: drover.TokenEnroll, Hash: "h", UsesLeft: -1}), "add enrollment token")
 	must(t, s.UpsertWorker(ctx, &drover.Worker{Name: "reused", FirstSeen: t0}), "insert approved worker")
 	for i, name := range []string{"fresh", "reused"} {
-		w := &drover.Worker{Name: name, Approval: store.ApprovalPending}
+		w := &drover.Worker{Name: name, Approval: drover.ApprovalPending}
 		wt := &drover.Token{ID: fmt.Sprintf("wt%d", i), Hash: "h", UsesLeft: -1}
 		must(t, s.Enroll(ctx, "enr", at(time.Minute), wt, w), "enroll "+name)
-		if w.Approval != store.ApprovalPending {
+		if w.Approval != drover.ApprovalPending {
 			t.Fatalf("enroll %s reported approval %q, want pending", name, w.Approval)
 		}
 		got, err := s.GetWorker(ctx, name)
 		must(t, err, "get "+name)
-		if got.Approval != store.ApprovalPending {
+		if got.Approval != drover.ApprovalPending {
 			t.Fatalf("enrolled %s reads back approval %q, want pending", name, got.Approval)
 		}
 	}
 	w := &drover.Worker{Name: "open"}
 	must(t, s.Enroll(ctx, "enr", at(time.Minute), &drover.Token{ID: "wt9", Hash: "h", UsesLeft: -1}, w), "enroll without approval")
-	if w.Approval != store.ApprovalApproved {
+	if w.Approval != drover.ApprovalApproved {
 		t.Fatalf("worker enrolled without approval: %q, want approved", w.Approval)
 	}
 }
@@ -1253,7 +1253,7 @@ func testConcurrentClaims(t *testing.T, s store.Store) {
 		slices.Sort(ns)
 		wantEqual(t, ns, want, "build numbers of "+builder)
 	}
-	all, err := s.ListBuilds(ctx, store.BuildFilter{Limit: 1000})
+	all, err := s.ListBuilds(ctx, drover.BuildFilter{Limit: 1000})
 	must(t, err, "list builds")
 	if len(all) != len(reqs) {
 		t.Fatalf("%d builds stored for %d requests", len(all), len(reqs))
