@@ -255,15 +255,3 @@ func TestRunWhileNoMaster(t *testing.T) {
 		t.Errorf("Run took %s after its context ended", d)
 	}
 }
-
-func TestImportBoundary(t *testing.T) {
-	// The agent is an island: nothing of the master may be linked in.
-	forbidden := []string{"internal/store", "internal/dispatch", "internal/master", "internal/api", "internal/web", "internal/workerhub"}
-	for _, dep := range listDeps(t) {
-		for _, f := range forbidden {
-			if strings.HasSuffix(dep, "/"+f) || strings.Contains(dep, "/"+f+"/") {
-				t.Errorf("agent imports %s", dep)
-			}
-		}
-	}
-}

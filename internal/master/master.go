@@ -66,6 +66,9 @@ type Options struct {
 	Logger    *slog.Logger
 	Version   string
 	Now       func() time.Time
+	// Tokens hashes the secrets of the tokens the master makes (enrolled
+	// workers'); the zero value uses bcrypt's default cost.
+	Tokens tokens.Hasher
 }
 
 // Master is a running master. Make it with New, start it with Run.
@@ -183,7 +186,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 
 	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now,
 		Probes:      func() *pb.SetProbes { return probesOf(m.config()) },
-		ArtifactDir: ArtifactDir(data), FilesDir: FilesDir(o.Dir)})
+		ArtifactDir: ArtifactDir(data), FilesDir: FilesDir(o.Dir), Tokens: o.Tokens})
 
 	httpAddr, grpcAddr := cfg.Master.HTTP, cfg.Master.Workers
 	if o.HTTPAddr != "" {

@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -27,21 +26,27 @@ import (
 // Prefix starts every token.
 const Prefix = "drover_"
 
-// bcryptCost is bcrypt's default: checks happen at worker connect and, for
-// API tokens, once per cache period, not per request. Test binaries use
-// bcrypt's minimum: under the race detector each default-cost hash takes a
-// second or more, and what tests check is the logic, not the cost. (The
-// drover binary, also in end-to-end tests, always uses the default.)
-func bcryptCost() int {
-	if testing.Testing() {
-		return bcrypt.MinCost
-	}
-	return bcrypt.DefaultCost
+// Hasher makes tokens, hashing their secrets with bcrypt at Cost. The
+// zero Hasher uses bcrypt's default cost, which the drover binary always
+// uses: checks happen at worker connect and, for API tokens, once per
+// cache period, not per request. Tests use FastCost, bcrypt's minimum:
+// under the race detector each default-cost hash takes a second or more,
+// and what they check is the logic, not the cost.
+type Hasher struct {
+	Cost int
+}
+
+// FastCost is bcrypt's minimum cost, for tests and benchmarks.
+const FastCost = bcrypt.MinCost
+
+// New makes a token of kind k at bcrypt's default cost (see Hasher.New).
+func New(k drover.TokenKind, now time.Time) (secret string, t drover.Token, err error) {
+	return Hasher{}.New(k, now)
 }
 
 // New makes a token of kind k: the full secret string to hand out once, and
 // the drover.Token (ID, Kind, Hash, Created) to store.
-func New(k drover.TokenKind, now time.Time) (secret string, t drover.Token, err error) {
+func (h Hasher) New(k drover.TokenKind, now time.Time) (secret string, t drover.Token, err error) {
 	idb := make([]byte, 6)
 	sb := make([]byte, 32)
 	if _, err := rand.Read(idb); err != nil {
@@ -52,12 +57,19 @@ func New(k drover.TokenKind, now time.Time) (secret string, t drover.Token, err 
 	}
 	id := hex.EncodeToString(idb)
 	s := base64.RawURLEncoding.EncodeToString(sb)
-	hash, err := bcrypt.GenerateFromPassword([]byte(s), bcryptCost())
+	hash, err := bcrypt.GenerateFromPassword([]byte(s), h.cost())
 	if err != nil {
 		return "", t, fmt.Errorf("hash token: %w", err)
 	}
 	t = drover.Token{ID: id, Kind: k, Hash: string(hash), Created: now.UTC(), UsesLeft: -1}
 	return fmt.Sprintf("%s%s_%s_%s", Prefix, k, id, s), t, nil
+}
+
+func (h Hasher) cost() int {
+	if h.Cost == 0 {
+		return bcrypt.DefaultCost
+	}
+	return h.Cost
 }
 
 // Parse splits a token into its kind, id and secret. It fails with

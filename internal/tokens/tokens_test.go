@@ -5,14 +5,19 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/drover-ci/drover"
 )
 
 func TestNewParseVerify(t *testing.T) {
 	now := time.Now()
-	secret, tok, err := New(drover.TokenAPI, now)
+	secret, tok, err := Hasher{Cost: FastCost}.New(drover.TokenAPI, now)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost([]byte(tok.Hash)); err != nil || cost != FastCost {
+		t.Errorf("hash cost = %d, %v; want %d", cost, err, FastCost)
 	}
 	if strings.Contains(tok.Hash, strings.Split(secret, "_")[3]) {
 		t.Fatal("the stored hash contains the secret")
@@ -41,7 +46,7 @@ func TestNewParseVerify(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	secret, _, err := New(drover.TokenWorker, time.Now())
+	secret, _, err := Hasher{Cost: FastCost}.New(drover.TokenWorker, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +58,18 @@ func TestRedact(t *testing.T) {
 	}
 	if got := Redact("hunter2"); strings.Contains(got, "hunter2") {
 		t.Errorf("Redact echoed a malformed secret: %q", got)
+	}
+}
+
+// The zero Hasher, which the drover binary uses, hashes at bcrypt's
+// default cost.
+func TestDefaultCost(t *testing.T) {
+	_, tok, err := New(drover.TokenAPI, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost([]byte(tok.Hash)); err != nil || cost != bcrypt.DefaultCost {
+		t.Errorf("hash cost = %d, %v; want bcrypt's default %d", cost, err, bcrypt.DefaultCost)
 	}
 }
 

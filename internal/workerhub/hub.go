@@ -88,6 +88,9 @@ type Options struct {
 	// FilesDir the directory downloads may read as "files/" (DIR/files).
 	// Empty: refused. See transfer.go.
 	ArtifactDir, FilesDir string
+	// Tokens hashes the secrets of enrolled workers' tokens; the zero
+	// value uses bcrypt's default cost.
+	Tokens tokens.Hasher
 }
 
 // ApprovalPolicy is implemented by a Handler that decides whether newly
@@ -109,7 +112,8 @@ type Hub struct {
 	// approval reports whether enrolling workers wait for approval.
 	approval func() bool
 
-	xfer *transfers
+	xfer   *transfers
+	tokens tokens.Hasher
 	// verified remembers worker tokens whose secret checked out, so that
 	// a transfer of many files, or a fleet reconnecting at once, does not
 	// pay a bcrypt check per call. The stored row is still read each
@@ -138,7 +142,7 @@ func New(o Options) *Hub {
 	return &Hub{
 		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
 		version: o.Version, helloTO: o.HelloTimeout, now: o.Now, probes: o.Probes, approval: o.RequireApproval,
-		sessions: make(map[string]*Session), xfer: newTransfers(o.ArtifactDir, o.FilesDir),
+		sessions: make(map[string]*Session), xfer: newTransfers(o.ArtifactDir, o.FilesDir), tokens: o.Tokens,
 		verified: tokens.NewCache(verifiedTTL),
 	}
 }
@@ -215,7 +219,7 @@ func (h *Hub) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResp
 			}
 		}
 	}
-	full, wt, err := tokens.New(drover.TokenWorker, now)
+	full, wt, err := h.tokens.New(drover.TokenWorker, now)
 	if err != nil {
 		return nil, status.Error(codes.Internal, "internal error")
 	}

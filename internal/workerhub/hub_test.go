@@ -98,7 +98,7 @@ func newFixtureWith(t *testing.T, opt func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	secret, tok, err := tokens.New(drover.TokenEnroll, time.Now())
+	secret, tok, err := tokens.Hasher{Cost: tokens.FastCost}.New(drover.TokenEnroll, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func newFixtureWith(t *testing.T, opt func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	o := Options{Store: st, Handler: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second}
+	o := Options{Store: st, Handler: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second, Tokens: tokens.Hasher{Cost: tokens.FastCost}}
 	if opt != nil {
 		opt(&o)
 	}
