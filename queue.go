@@ -10,10 +10,35 @@ type QueueEntry struct {
 	// worker online (for 12m)", "all 3 eligible workers busy", "lock vm held
 	// by build 17", "only reluctant workers free (waits 4m more)", …
 	Waiting string `json:"waiting"`
+	// WaitCode classifies Waiting, for programs.
+	WaitCode WaitCode `json:"waiting_code,omitempty"`
 	// NoWorkerSince is when the request last had an eligible worker online;
 	// zero while it has one. Requests expire after a configured time with
 	// none.
 	NoWorkerSince time.Time `json:"no_worker_since,omitzero"`
+}
+
+// WaitCode classifies why a pending request waits, so that programs act
+// on a code, never on the words.
+type WaitCode string
+
+const (
+	WaitNoBuilder   WaitCode = "no_builder"         // its builder is not in the config
+	WaitMaxBuilds   WaitCode = "max_builds"         // its builder runs its max_builds
+	WaitNoWorker    WaitCode = "no_eligible_worker" // no eligible worker is online
+	WaitUnavailable WaitCode = "unavailable"        // every eligible worker is draining or offline
+	WaitShardBusy   WaitCode = "shard_busy"         // the workers free of this sharded step's parts are busy
+	WaitBusy        WaitCode = "busy"               // every eligible worker is busy
+	WaitReluctant   WaitCode = "only_reluctant"     // only reluctant workers are free
+	WaitLock        WaitCode = "lock"               // a lock it needs is held, or queued for by another
+	WaitDispatch    WaitCode = "dispatching"        // not yet looked at
+)
+
+// WaitReason says why a pending request waits: a code and the words for
+// people ("all 3 eligible workers busy").
+type WaitReason struct {
+	Code WaitCode `json:"code"`
+	Text string   `json:"text"`
 }
 
 // LockScope says whether a lock is one for the master or one per worker.

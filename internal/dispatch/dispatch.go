@@ -25,7 +25,14 @@
 //
 // A request that cannot be placed does not block requests behind it (except
 // on a lock it waits for): a builder whose workers are all busy must not
-// starve other builders. Every request left waiting gets a reason in words.
+// starve other builders. Every request left waiting gets a reason: a code
+// for programs, words for people.
+//
+// Decide also makes the queue's time-based and housekeeping decisions, so
+// that the master only acts on them: which requests a newer one replaces
+// (collapse), which have had no eligible worker online for too long
+// (expiry), and when the next decision that depends on the clock is due (a
+// reluctant worker's wait ending, a request expiring).
 package dispatch
 
 import (
@@ -49,6 +56,19 @@ type Request struct {
 	// a worker runs at most one part of a group at a time, so parts spread
 	// over workers (and wait, when there are fewer workers than parts).
 	Group string
+	// Collapsible is set for a request a newer one may replace, when its
+	// builder collapses: made by a scheduler from changes, never tried.
+	// Requests of the same builder, Repository and Branch collapse into
+	// the newest.
+	Collapsible        bool
+	Repository, Branch string
+}
+
+// LockWait is a running build's step waiting for locks: the instances it
+// waits for are reserved, so that a new build does not jump ahead of it.
+type LockWait struct {
+	Uses   []drover.LockUse
+	Worker string
 }
 
 // Worker is a connected worker as the dispatcher sees it.
@@ -76,6 +96,18 @@ type Snapshot struct {
 	// ReluctantAfter lets reluctant workers take requests that waited this
 	// long; zero: only when no eager worker online is eligible.
 	ReluctantAfter time.Duration
+	// StepLocks are the locks running builds' steps wait for.
+	StepLocks []LockWait
+	// NoWorkerSince is the previous decision's: since when each request
+	// has had no eligible worker online.
+	NoWorkerSince map[int64]time.Time
+	// ExpireAfter cancels a request that has had no eligible worker online
+	// this long; a builder's own ExpireAfter wins. Zero: never.
+	ExpireAfter time.Duration
+	// Partial says the snapshot holds only some of the fleet's workers
+	// (other masters of a site have their own): a request without an
+	// eligible worker here may have one there, so none expires.
+	Partial bool
 }
 
 // Assignment says: run request Request on worker Worker, because Why.
@@ -85,18 +117,39 @@ type Assignment struct {
 	Why     string
 }
 
-// Decision is what Decide returns: the assignments to make now, and for
-// every other request, why it waits. NoEligible lists the requests with no
-// eligible worker online at all (they may expire).
+// Decision is what Decide returns: the assignments to make now; for every
+// other request, why it waits; the requests to cancel; and when to decide
+// again.
 type Decision struct {
 	Assignments []Assignment
-	Waiting     map[int64]string
-	NoEligible  map[int64]bool
+	Waiting     map[int64]drover.WaitReason
+	// NoWorkerSince says since when each request has had no eligible
+	// worker online, for the next snapshot and the queue view.
+	NoWorkerSince map[int64]time.Time
+	// Collapsed maps each request a newer one replaces to that one.
+	Collapsed map[int64]int64
+	// Expired maps each request to cancel, for having had no eligible
+	// worker online for too long, to the reason.
+	Expired map[int64]string
+	// Next is when a decision that depends on the clock is next due;
+	// zero: none is.
+	Next time.Time
+}
+
+// due makes t the next wake-up if it is sooner.
+func (d *Decision) due(t time.Time) {
+	if d.Next.IsZero() || t.Before(d.Next) {
+		d.Next = t
+	}
+}
+
+func (d *Decision) wait(id int64, code drover.WaitCode, text string) {
+	d.Waiting[id] = drover.WaitReason{Code: code, Text: text}
 }
 
 // Decide plans assignments for the snapshot at time now. It never assigns
 // more builds to a worker than its free slots, more builds of a builder than
-// its MaxBuilds, or a lock beyond its capacity.
+// its MaxBuilds, or a lock beyond its capacity or one a step waits for.
 func Decide(s Snapshot, now time.Time) Decision {
 	reqs := s.Requests
 	if !slices.IsSortedFunc(reqs, queueOrder) { // the master's queue comes sorted
@@ -123,6 +176,12 @@ func Decide(s Snapshot, now time.Time) Decision {
 	}
 	locks = locks.Clone()
 	reserved := map[LockKey]int64{} // lock instance → the request waiting for it first
+	stepWaits := map[LockKey]bool{} // lock instances running builds' steps wait for
+	for _, w := range s.StepLocks {
+		for _, k := range locks.Keys(w.Uses, w.Worker) {
+			stepWaits[k] = true
+		}
+	}
 
 	// Eligibility depends only on (builder, worker): compute it once per pair.
 	eligible := map[[2]string]bool{}
@@ -140,28 +199,29 @@ func Decide(s Snapshot, now time.Time) Decision {
 	// so for the rest of the round (assignments only fill workers): its
 	// later requests outside a group get the same verdict without another
 	// pass over the workers, so a long queue costs a lookup per request.
-	type verdict struct {
-		why        string
-		noEligible bool
-	}
-	full := map[string]verdict{}
+	full := map[string]drover.WaitReason{}
 
-	d := Decision{Waiting: make(map[int64]string, len(reqs)), NoEligible: map[int64]bool{}}
+	d := Decision{
+		Waiting:       make(map[int64]drover.WaitReason, len(reqs)),
+		NoWorkerSince: map[int64]time.Time{},
+		Collapsed:     collapsed(reqs, s.Builders),
+		Expired:       map[int64]string{},
+	}
 	for _, r := range reqs {
+		if _, ok := d.Collapsed[r.ID]; ok {
+			continue
+		}
 		b, ok := s.Builders[r.Builder]
 		if !ok {
-			d.Waiting[r.ID] = fmt.Sprintf("builder %s is not in the config", r.Builder)
+			d.wait(r.ID, drover.WaitNoBuilder, fmt.Sprintf("builder %s is not in the config", r.Builder))
 			continue
 		}
 		if b.MaxBuilds > 0 && running[b.Name] >= b.MaxBuilds {
-			d.Waiting[r.ID] = fmt.Sprintf("builder at its max_builds (%d running)", running[b.Name])
+			d.wait(r.ID, drover.WaitMaxBuilds, fmt.Sprintf("builder at its max_builds (%d running)", running[b.Name]))
 			continue
 		}
 		if v, ok := full[b.Name]; ok && r.Group == "" {
-			d.Waiting[r.ID] = v.why
-			if v.noEligible {
-				d.NoEligible[r.ID] = true
-			}
+			d.Waiting[r.ID] = v
 			continue
 		}
 		var online, eager, free, freeEager []*Worker
@@ -191,22 +251,20 @@ func Decide(s Snapshot, now time.Time) Decision {
 				}
 			}
 		}
-		var v verdict
+		var v drover.WaitReason
 		switch {
 		case len(online) == 0:
-			v = verdict{"no eligible worker online", true}
+			v = drover.WaitReason{Code: drover.WaitNoWorker, Text: "no eligible worker online"}
 		case len(free) == 0 && len(unavailable) == len(online):
-			v.why = "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")
+			v = drover.WaitReason{Code: drover.WaitUnavailable, Text: "every eligible worker is unavailable: " + strings.Join(unavailable, ", ")}
 		case len(free) == 0 && partOfGroup > 0:
-			v.why = fmt.Sprintf("the %d eligible workers not already running a part of this step are busy", len(online)-len(unavailable)-partOfGroup)
+			v = drover.WaitReason{Code: drover.WaitShardBusy,
+				Text: fmt.Sprintf("the %d eligible workers not already running a part of this step are busy", len(online)-len(unavailable)-partOfGroup)}
 		case len(free) == 0:
-			v.why = fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))
+			v = drover.WaitReason{Code: drover.WaitBusy, Text: fmt.Sprintf("all %d eligible workers busy", len(online)-len(unavailable))}
 		}
-		if v.why != "" {
-			d.Waiting[r.ID] = v.why
-			if v.noEligible {
-				d.NoEligible[r.ID] = true
-			}
+		if v.Code != "" {
+			d.Waiting[r.ID] = v
 			if r.Group == "" {
 				full[b.Name] = v
 			}
@@ -224,8 +282,9 @@ func Decide(s Snapshot, now time.Time) Decision {
 				msg := "only reluctant workers free; waiting for an eager one"
 				if s.ReluctantAfter > 0 {
 					msg += fmt.Sprintf(" (or %s more)", (s.ReluctantAfter - waited).Round(time.Second))
+					d.due(r.Submitted.Add(s.ReluctantAfter))
 				}
-				d.Waiting[r.ID] = msg
+				d.wait(r.ID, drover.WaitReluctant, msg)
 				continue
 			}
 		}
@@ -234,6 +293,12 @@ func Decide(s Snapshot, now time.Time) Decision {
 		var blocker string
 		for _, w := range candidates {
 			keys := locks.Keys(b.Locks, w.Name)
+			if k, ok := firstOf(keys, stepWaits); ok {
+				if blocker == "" {
+					blocker = fmt.Sprintf("waiting for lock %s, which a running build's step is queued for", describeKey(k))
+				}
+				continue
+			}
 			if first := reservedBy(reserved, keys, r.ID); first != 0 {
 				if blocker == "" {
 					blocker = fmt.Sprintf("waiting behind request %d for a lock", first)
@@ -250,7 +315,7 @@ func Decide(s Snapshot, now time.Time) Decision {
 			break
 		}
 		if chosen == nil {
-			d.Waiting[r.ID] = blocker
+			d.wait(r.ID, drover.WaitLock, blocker)
 			for _, w := range candidates {
 				for _, k := range locks.Keys(b.Locks, w.Name) {
 					if _, ok := reserved[k]; !ok {
@@ -273,7 +338,85 @@ func Decide(s Snapshot, now time.Time) Decision {
 			chosen.Groups = groups
 		}
 	}
+	d.expire(reqs, s, now)
 	return d
+}
+
+// expire keeps since when each request has had no eligible worker online
+// and picks those that have waited so past their builder's expire_after.
+func (d *Decision) expire(reqs []Request, s Snapshot, now time.Time) {
+	for _, r := range reqs {
+		if d.Waiting[r.ID].Code != drover.WaitNoWorker {
+			continue
+		}
+		since, ok := s.NoWorkerSince[r.ID]
+		if !ok {
+			since = now
+		}
+		d.NoWorkerSince[r.ID] = since
+		expire := s.ExpireAfter
+		if b := s.Builders[r.Builder]; b != nil && b.ExpireAfter > 0 {
+			expire = b.ExpireAfter
+		}
+		if expire <= 0 || s.Partial {
+			continue
+		}
+		if now.Sub(since) < expire {
+			d.due(since.Add(expire))
+			continue
+		}
+		d.Expired[r.ID] = fmt.Sprintf("expired: no eligible worker online for %s", now.Sub(since).Round(time.Second))
+		delete(d.Waiting, r.ID)
+		delete(d.NoWorkerSince, r.ID)
+	}
+}
+
+// collapsed picks, among requests, those a newer one replaces: collapsible
+// requests of a builder that collapses, with the same repository and
+// branch; the newest wins. It maps each dropped request to its
+// replacement.
+func collapsed(reqs []Request, builders map[string]*drover.Builder) map[int64]int64 {
+	type key struct{ builder, repo, branch string }
+	newest := map[key]Request{}
+	isNewer := func(a, b Request) bool {
+		if !a.Submitted.Equal(b.Submitted) {
+			return a.Submitted.After(b.Submitted)
+		}
+		return a.ID > b.ID
+	}
+	eligible := func(r Request) bool {
+		b, ok := builders[r.Builder]
+		return ok && b.Collapse && r.Collapsible
+	}
+	for _, r := range reqs {
+		if !eligible(r) {
+			continue
+		}
+		k := key{r.Builder, r.Repository, r.Branch}
+		if cur, ok := newest[k]; !ok || isNewer(r, cur) {
+			newest[k] = r
+		}
+	}
+	out := map[int64]int64{}
+	for _, r := range reqs {
+		if !eligible(r) {
+			continue
+		}
+		if n := newest[key{r.Builder, r.Repository, r.Branch}]; n.ID != r.ID {
+			out[r.ID] = n.ID
+		}
+	}
+	return out
+}
+
+// firstOf returns the first of keys in set.
+func firstOf(keys []LockKey, set map[LockKey]bool) (LockKey, bool) {
+	for _, k := range keys {
+		if set[k] {
+			return k, true
+		}
+	}
+	return LockKey{}, false
 }
 
 // queueOrder is the order requests are served in: priority (high first),

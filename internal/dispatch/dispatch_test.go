@@ -162,19 +162,154 @@ func TestDecideLongQueue(t *testing.T) {
 		t.Fatalf("assigned %v, want %v", got, want)
 	}
 	for id := int64(5); id <= 100; id++ {
-		if d.Waiting[id] != "all 3 eligible workers busy" {
-			t.Fatalf("request %d waits because %q", id, d.Waiting[id])
+		if w := d.Waiting[id]; w != (drover.WaitReason{Code: drover.WaitBusy, Text: "all 3 eligible workers busy"}) {
+			t.Fatalf("request %d waits because %+v", id, w)
 		}
 	}
-	if why := d.Waiting[200]; why != "the 2 eligible workers not already running a part of this step are busy" {
-		t.Fatalf("request of a group waits because %q", why)
+	if why := d.Waiting[200]; why.Code != drover.WaitShardBusy || why.Text != "the 2 eligible workers not already running a part of this step are busy" {
+		t.Fatalf("request of a group waits because %+v", why)
 	}
-	if why := d.Waiting[201]; why != "all 1 eligible workers busy" { // a's requests filled wb first
-		t.Fatalf("b's request waits because %q", why)
+	if why := d.Waiting[201]; why.Text != "all 1 eligible workers busy" { // a's requests filled wb first
+		t.Fatalf("b's request waits because %+v", why)
 	}
 	for _, id := range []int64{202, 203} {
-		if !d.NoEligible[id] || d.Waiting[id] != "no eligible worker online" {
-			t.Fatalf("request %d: no eligible %v, waits because %q", id, d.NoEligible[id], d.Waiting[id])
+		if _, ok := d.NoWorkerSince[id]; !ok || d.Waiting[id].Code != drover.WaitNoWorker || d.Waiting[id].Text != "no eligible worker online" {
+			t.Fatalf("request %d: no worker since %v, waits because %+v", id, d.NoWorkerSince[id], d.Waiting[id])
 		}
+	}
+}
+
+func TestCollapse(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	builders := map[string]*drover.Builder{
+		"c":  {Name: "c", Collapse: true},
+		"nc": {Name: "nc"},
+	}
+	req := func(id int64, builder, branch string, at int, collapsible bool) Request {
+		return Request{ID: id, Builder: builder, Repository: "r", Branch: branch, Submitted: t0.Add(time.Duration(at) * time.Second), Collapsible: collapsible}
+	}
+	reqs := []Request{
+		req(1, "c", "main", 1, true),
+		req(2, "c", "main", 2, true),
+		req(3, "c", "main", 3, true),  // newest on main: wins
+		req(4, "c", "dev", 1, true),   // another branch
+		req(5, "c", "main", 4, false), // forced: never collapses
+		req(6, "nc", "main", 1, true), // builder does not collapse
+		req(7, "nc", "main", 2, true),
+	}
+	d := Decide(Snapshot{Requests: reqs, Builders: builders}, t0.Add(time.Minute))
+	if want := map[int64]int64{1: 3, 2: 3}; !reflect.DeepEqual(d.Collapsed, want) {
+		t.Errorf("Collapsed = %v, want %v", d.Collapsed, want)
+	}
+	for id := range d.Collapsed {
+		if _, ok := d.Waiting[id]; ok {
+			t.Errorf("collapsed request %d is also waiting: %+v", id, d.Waiting[id])
+		}
+	}
+	if _, ok := d.Waiting[3]; !ok {
+		t.Error("the newest request has no reason to wait")
+	}
+}
+
+// Expiry and the next wake-up are decisions too: the master only acts.
+func TestExpiryAndNextWakeUp(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	builders := map[string]*drover.Builder{
+		"mac":   {Name: "mac", Requires: []drover.Requirement{mustReq(t, "os", "macos")}},
+		"short": {Name: "short", Requires: []drover.Requirement{mustReq(t, "os", "macos")}, ExpireAfter: time.Minute},
+		"lin":   {Name: "lin"},
+	}
+	workers := []Worker{{Name: "r", Availability: drover.Reluctant}, {Name: "e", Availability: drover.Eager, Running: 1}}
+	reqs := []Request{
+		{ID: 1, Builder: "mac", Submitted: t0},
+		{ID: 2, Builder: "short", Submitted: t0},
+		{ID: 3, Builder: "lin", Submitted: t0},
+	}
+	snap := Snapshot{Requests: reqs, Builders: builders, Workers: workers, ExpireAfter: time.Hour, ReluctantAfter: 10 * time.Minute}
+
+	d := Decide(snap, t0)
+	if len(d.Expired) != 0 {
+		t.Fatalf("expired at once: %v", d.Expired)
+	}
+	if d.NoWorkerSince[1] != t0 || d.NoWorkerSince[2] != t0 {
+		t.Fatalf("NoWorkerSince = %v", d.NoWorkerSince)
+	}
+	if _, ok := d.NoWorkerSince[3]; ok {
+		t.Fatal("a request with an eligible worker online has no-worker time")
+	}
+	if d.Waiting[3].Code != drover.WaitReluctant {
+		t.Fatalf("request 3 waits because %+v", d.Waiting[3])
+	}
+	if want := t0.Add(time.Minute); !d.Next.Equal(want) { // short expires first
+		t.Fatalf("Next = %v, want %v", d.Next, want)
+	}
+
+	snap.NoWorkerSince = d.NoWorkerSince
+	d = Decide(snap, t0.Add(time.Minute))
+	if why := d.Expired[2]; why != "expired: no eligible worker online for 1m0s" {
+		t.Fatalf("Expired = %v", d.Expired)
+	}
+	if _, ok := d.Waiting[2]; ok {
+		t.Error("an expired request is still waiting")
+	}
+	if want := t0.Add(10 * time.Minute); !d.Next.Equal(want) { // the reluctant wait ends before mac expires
+		t.Fatalf("Next = %v, want %v", d.Next, want)
+	}
+	d = Decide(snap, t0.Add(10*time.Minute))
+	if len(d.Assignments) != 1 || d.Assignments[0] != (Assignment{Request: 3, Worker: "r", Why: d.Assignments[0].Why}) {
+		t.Fatalf("after the reluctant wait: %+v", d.Assignments)
+	}
+
+	// A master that sees only part of the site's fleet never expires.
+	snap.Partial = true
+	d = Decide(snap, t0.Add(2*time.Hour))
+	if len(d.Expired) != 0 || d.NoWorkerSince[1] != t0 {
+		t.Fatalf("partial snapshot: expired %v, no worker since %v", d.Expired, d.NoWorkerSince)
+	}
+}
+
+// A lock a running build's step is queued for is reserved: a request that
+// needs it is not placed on that worker, but the worker's slot stays free
+// for the requests behind it, and the request goes elsewhere if it can.
+func TestStepLockReservation(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	defs := []drover.LockDef{{Name: "disk", Scope: drover.LockWorker, Max: 1}, {Name: "vm", Max: 1}}
+	builders := map[string]*drover.Builder{
+		"disk": {Name: "disk", Locks: []drover.LockUse{{Lock: "disk"}}},
+		"vm":   {Name: "vm", Locks: []drover.LockUse{{Lock: "vm"}}},
+		"free": {Name: "free"},
+	}
+	snap := Snapshot{
+		Builders:  builders,
+		Workers:   []Worker{{Name: "a", Slots: 1}, {Name: "b", Slots: 1, Running: 1}},
+		Locks:     NewLockTable(defs),
+		StepLocks: []LockWait{{Uses: []drover.LockUse{{Lock: "disk"}}, Worker: "a"}, {Uses: []drover.LockUse{{Lock: "vm"}}, Worker: "b"}},
+		Requests: []Request{
+			{ID: 1, Builder: "vm", Submitted: t0},
+			{ID: 2, Builder: "disk", Submitted: t0.Add(1)},
+			{ID: 3, Builder: "free", Submitted: t0.Add(2)},
+		},
+	}
+	d := Decide(snap, t0)
+	if want := []Assignment{{Request: 3, Worker: "a"}}; len(d.Assignments) != 1 || d.Assignments[0].Request != 3 || d.Assignments[0].Worker != "a" {
+		t.Fatalf("assignments %+v, want %+v", d.Assignments, want)
+	}
+	if w := d.Waiting[1]; w.Code != drover.WaitLock || w.Text != "waiting for lock vm, which a running build's step is queued for" {
+		t.Errorf("request 1 waits because %+v", w)
+	}
+	if w := d.Waiting[2]; w.Code != drover.WaitLock || w.Text != "waiting for lock disk on a, which a running build's step is queued for" {
+		t.Errorf("request 2 waits because %+v", w)
+	}
+
+	// With a second free worker, the request needing a per-worker lock
+	// goes where no step waits for it.
+	snap.Workers = append(snap.Workers, Worker{Name: "c", Slots: 1})
+	d = Decide(snap, t0)
+	got := map[int64]string{}
+	for _, a := range d.Assignments {
+		got[a.Request] = a.Worker
+	}
+	if want := map[int64]string{2: "c", 3: "a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("assignments %v, want %v", got, want)
 	}
 }

@@ -17,7 +17,7 @@ func TestReluctantAfter(t *testing.T) {
 	}
 	snap := Snapshot{Requests: []Request{{ID: 1, Builder: "b", Submitted: t0}}, Builders: builders, Workers: workers, ReluctantAfter: 10 * time.Minute}
 	d := Decide(snap, t0.Add(time.Minute))
-	if len(d.Assignments) != 0 || !strings.Contains(d.Waiting[1], "only reluctant workers free") || !strings.Contains(d.Waiting[1], "9m0s more") {
+	if len(d.Assignments) != 0 || !strings.Contains(d.Waiting[1].Text, "only reluctant workers free") || !strings.Contains(d.Waiting[1].Text, "9m0s more") {
 		t.Errorf("after 1m: %+v", d)
 	}
 	d = Decide(snap, t0.Add(11*time.Minute))
@@ -42,17 +42,17 @@ func TestWaitingReasons(t *testing.T) {
 	}, t0)
 	want := map[int64]string{1: "no eligible worker online", 2: "all 1 eligible workers busy", 3: "not in the config", 4: "max_builds"}
 	for id, w := range want {
-		if !strings.Contains(d.Waiting[id], w) {
-			t.Errorf("request %d waits %q, want %q", id, d.Waiting[id], w)
+		if !strings.Contains(d.Waiting[id].Text, w) {
+			t.Errorf("request %d waits %q, want %q", id, d.Waiting[id].Text, w)
 		}
 	}
-	if !d.NoEligible[1] || d.NoEligible[2] {
-		t.Errorf("NoEligible = %v", d.NoEligible)
+	if _, one := d.NoWorkerSince[1]; !one || len(d.NoWorkerSince) != 1 {
+		t.Errorf("NoWorkerSince = %v", d.NoWorkerSince)
 	}
 	d = Decide(Snapshot{Requests: []Request{{ID: 1, Builder: "any", Submitted: t0}}, Builders: builders,
 		Workers: []Worker{{Name: "x", Availability: drover.Draining}, {Name: "y", Availability: drover.Offline}}}, t0)
-	if !strings.Contains(d.Waiting[1], "x is draining, y is offline") {
-		t.Errorf("unavailable: %q", d.Waiting[1])
+	if !strings.Contains(d.Waiting[1].Text, "x is draining, y is offline") {
+		t.Errorf("unavailable: %q", d.Waiting[1].Text)
 	}
 }
 
@@ -82,7 +82,7 @@ func TestLocksInDispatch(t *testing.T) {
 	}
 	t.Run("counting lock caps concurrent holders", func(t *testing.T) {
 		d := Decide(Snapshot{Requests: reqs("vm", "vm", "vm"), Builders: builders, Workers: fleet, Locks: NewLockTable(defs)}, t0)
-		if got := assigned(d); len(got) != 2 || !strings.Contains(d.Waiting[3], "lock vm held 2/2") {
+		if got := assigned(d); len(got) != 2 || !strings.Contains(d.Waiting[3].Text, "lock vm held 2/2") {
 			t.Errorf("assigned %v, waiting %v", got, d.Waiting)
 		}
 	})
@@ -93,7 +93,7 @@ func TestLocksInDispatch(t *testing.T) {
 		if got := assigned(d); len(got) != 0 {
 			t.Errorf("assigned %v while an exclusive request waits first", got)
 		}
-		if !strings.Contains(d.Waiting[1], "build 9") || !strings.Contains(d.Waiting[2], "behind request 1") {
+		if !strings.Contains(d.Waiting[1].Text, "build 9") || !strings.Contains(d.Waiting[2].Text, "behind request 1") {
 			t.Errorf("waiting = %v", d.Waiting)
 		}
 		lt.Release(9, AllSteps)
@@ -166,8 +166,8 @@ func TestShardGroupsSpreadOverWorkers(t *testing.T) {
 	if len(d.Assignments) != 2 || used["a"] != 1 || used["b"] != 1 || used["parent"] != 0 {
 		t.Errorf("assignments %+v", d.Assignments)
 	}
-	if !strings.Contains(d.Waiting[3], "not already running a part of this step") {
-		t.Errorf("third part waits %q", d.Waiting[3])
+	if !strings.Contains(d.Waiting[3].Text, "not already running a part of this step") {
+		t.Errorf("third part waits %q", d.Waiting[3].Text)
 	}
 	if workers[1].Groups != nil {
 		t.Error("Decide changed the caller's worker groups")

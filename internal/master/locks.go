@@ -39,17 +39,15 @@ func (lm *lockManager) setDefs(defs []drover.LockDef) {
 	lm.grantLocked()
 }
 
-// snapshot returns a copy of the table for the dispatcher. Locks that
-// steps are queued for count as reserved: a new build may not jump ahead
-// of a running build's step.
-func (lm *lockManager) snapshot() (*dispatch.LockTable, map[dispatch.LockKey]bool) {
+// snapshot returns a copy of the table for the dispatcher, and the locks
+// steps are queued for, which dispatch reserves: a new build may not jump
+// ahead of a running build's step.
+func (lm *lockManager) snapshot() (*dispatch.LockTable, []dispatch.LockWait) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	queued := map[dispatch.LockKey]bool{}
-	for _, w := range lm.waiters {
-		for _, k := range lm.table.Keys(w.uses, w.worker) {
-			queued[k] = true
-		}
+	queued := make([]dispatch.LockWait, len(lm.waiters))
+	for i, w := range lm.waiters {
+		queued[i] = dispatch.LockWait{Uses: w.uses, Worker: w.worker}
 	}
 	return lm.table.Clone(), queued
 }

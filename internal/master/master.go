@@ -118,7 +118,7 @@ type Master struct {
 	running   map[string]int      // running builds per worker
 	checkouts map[string]map[string]bool
 	overrides map[string]drover.AvailabilityOverride // operators' availability by worker
-	waiting   map[int64]string                       // why each pending request waits, as of the last dispatch
+	waiting   map[int64]drover.WaitReason            // why each pending request waits, as of the last dispatch
 	noWorker  map[int64]time.Time                    // since when a pending request has had no eligible worker online
 	locks     *lockManager
 	draining  bool // stopping: take no new builds
@@ -147,7 +147,7 @@ func New(ctx context.Context, o Options) (*Master, error) {
 		stopReq: make(chan time.Duration, 1), stopNow: make(chan struct{}),
 		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
 		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
-		waiting: map[int64]string{}, noWorker: map[int64]time.Time{},
+		waiting: map[int64]drover.WaitReason{}, noWorker: map[int64]time.Time{},
 	}
 	id, err := loadMasterID(o.Dir)
 	if err != nil {

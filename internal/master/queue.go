@@ -25,13 +25,13 @@ func (m *Master) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
 	for i, r := range pending {
 		why, ok := m.waiting[r.ID]
 		if !ok {
-			why = "about to be dispatched"
+			why = drover.WaitReason{Code: drover.WaitDispatch, Text: "about to be dispatched"}
 		}
 		since := m.noWorker[r.ID]
 		if !since.IsZero() {
-			why += fmt.Sprintf(" (for %s)", m.now().Sub(since).Round(time.Second))
+			why.Text += fmt.Sprintf(" (for %s)", m.now().Sub(since).Round(time.Second))
 		}
-		out[i] = drover.QueueEntry{Request: r, Waiting: why, NoWorkerSince: since}
+		out[i] = drover.QueueEntry{Request: r, Waiting: why.Text, WaitCode: why.Code, NoWorkerSince: since}
 	}
 	return out, nil
 }

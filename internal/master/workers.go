@@ -3,12 +3,11 @@ package master
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/dispatch"
 	"github.com/drover-ci/drover/internal/events"
 	"github.com/drover-ci/drover/internal/store"
@@ -262,18 +261,19 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	cfg := m.config()
-	locks, queued := m.locks.snapshot()
+	locks, stepLocks := m.locks.snapshot()
 	snap := dispatch.Snapshot{Builders: map[string]*drover.Builder{}, RunningByBuilder: map[string]int{},
-		Locks: locks, ReluctantAfter: cfg.Master.ReluctantAfter}
+		Locks: locks, StepLocks: stepLocks, ReluctantAfter: cfg.Master.ReluctantAfter,
+		ExpireAfter: cfg.Master.ExpireAfter, Partial: m.othersAlive()}
 	for i := range cfg.Builders {
 		snap.Builders[cfg.Builders[i].Name] = &cfg.Builders[i]
 	}
-	pending = m.collapse(ctx, pending, snap.Builders)
 	byID := map[int64]drover.BuildRequest{}
 	for _, r := range pending {
 		byID[r.ID] = r
 		snap.Requests = append(snap.Requests, dispatch.Request{ID: r.ID, Builder: r.Builder, Priority: r.Priority, Submitted: r.Submitted,
-			Group: requestGroup(r.Properties)})
+			Group: requestGroup(r.Properties), Collapsible: len(r.ChangeIDs) > 0 && r.Tries == 0,
+			Repository: r.Source.Repository, Branch: r.Source.Branch})
 	}
 	if m.shared {
 		// Other masters' builds count against max_builds too.
@@ -288,6 +288,7 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 		m.mu.Unlock()
 		return time.Time{}, nil
 	}
+	snap.NoWorkerSince = maps.Clone(m.noWorker)
 	groups := map[string]map[string]bool{} // worker → shard groups it runs a part of
 	for _, r := range m.builds {
 		if !m.shared {
@@ -310,13 +311,20 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 	sort.Slice(snap.Workers, func(i, j int) bool { return snap.Workers[i].Name < snap.Workers[j].Name })
 
 	d := dispatch.Decide(snap, now)
+	collapsed := make(map[int64]string, len(d.Collapsed))
+	for id, into := range d.Collapsed {
+		collapsed[id] = fmt.Sprintf("collapsed into request %d, which builds newer changes", into)
+	}
+	m.cancelRequests(ctx, byID, collapsed)
 	claims := make([]store.Claim, 0, len(d.Assignments))
 	for _, a := range d.Assignments {
 		req := byID[a.Request]
 		builder := snap.Builders[req.Builder]
 		holder := drover.LockHolder{RequestID: req.ID, Builder: req.Builder, Step: -1, Since: now}
 		if !m.locks.takeForRequest(builder.Locks, a.Worker, holder) {
-			d.Waiting[req.ID] = "waiting for a lock a running build's step is queued for"
+			// A step asked for the lock since the snapshot: the next
+			// round, woken by its release, places the request.
+			d.Waiting[req.ID] = drover.WaitReason{Code: drover.WaitLock, Text: "waiting for a lock a running build's step is queued for"}
 			continue
 		}
 		b := &drover.Build{Builder: req.Builder, Worker: a.Worker, WhyWorker: a.Why, Reason: req.Reason, Started: now, Master: m.id}
@@ -352,11 +360,29 @@ func (m *Master) dispatchOnce(ctx context.Context) (time.Time, error) {
 		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
 		m.startBuild(b, *snap.Builders[req.Builder], c.Started)
 	}
-	if failed != nil {
-		return time.Time{}, failed
+	m.mu.Lock()
+	m.waiting, m.noWorker = d.Waiting, d.NoWorkerSince
+	m.mu.Unlock()
+	m.cancelRequests(ctx, byID, d.Expired)
+	return d.Next, failed
+}
+
+// cancelRequests cancels pending requests a decision dropped (collapsed
+// or expired), each with its reason. One claimed or cancelled meanwhile
+// is left as it is; a store error is logged, and the next round decides
+// again.
+func (m *Master) cancelRequests(ctx context.Context, byID map[int64]drover.BuildRequest, reasons map[int64]string) {
+	for id, reason := range reasons {
+		req := byID[id]
+		if err := m.store.CancelRequest(ctx, id, reason); err != nil {
+			if drover.KindOf(err) != drover.Conflict && ctx.Err() == nil {
+				m.logger.Error("cancel request", "request", id, "reason", reason, "err", err)
+			}
+			continue
+		}
+		m.logger.Info("request cancelled by dispatch", "request", id, "builder", req.Builder, "reason", reason)
+		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: id})
 	}
-	_ = queued // the lock manager re-checks queued step waiters in takeForRequest
-	return m.recordWaiting(ctx, cfg, byID, d, now)
 }
 
 // pendingRequests returns the pending requests in queue order: from the
@@ -394,81 +420,6 @@ func (m *Master) claim(ctx context.Context, claims []store.Claim) error {
 		}
 	}
 	return nil
-}
-
-// recordWaiting keeps each waiting request's reason for the queue view,
-// expires requests that have had no eligible worker online for too long,
-// and returns when the next time-based decision is due.
-func (m *Master) recordWaiting(ctx context.Context, cfg *config.Config, byID map[int64]drover.BuildRequest, d dispatch.Decision, now time.Time) (time.Time, error) {
-	var next time.Time
-	due := func(t time.Time) {
-		if next.IsZero() || t.Before(next) {
-			next = t
-		}
-	}
-	var expired []drover.BuildRequest
-	m.mu.Lock()
-	clear(m.waiting)
-	for id, why := range d.Waiting {
-		m.waiting[id] = why
-	}
-	for id := range m.noWorker {
-		if !d.NoEligible[id] {
-			delete(m.noWorker, id)
-		}
-	}
-	for id := range d.NoEligible {
-		since, ok := m.noWorker[id]
-		if !ok {
-			since = now
-			m.noWorker[id] = since
-		}
-		req := byID[id]
-		expire := cfg.Master.ExpireAfter
-		if b, ok := m.Builder(req.Builder); ok && b.ExpireAfter > 0 {
-			expire = b.ExpireAfter
-		}
-		if expire <= 0 || m.othersAlive() {
-			// Another master's workers may be eligible: only a master
-			// alone in its site knows no worker is.
-			continue
-		}
-		if now.Sub(since) >= expire {
-			expired = append(expired, req)
-			continue
-		}
-		due(since.Add(expire))
-	}
-	m.mu.Unlock()
-	if ra := cfg.Master.ReluctantAfter; ra > 0 {
-		for id, why := range d.Waiting {
-			if strings.HasPrefix(why, "only reluctant workers free") {
-				due(byID[id].Submitted.Add(ra))
-			}
-		}
-	}
-	for _, req := range expired {
-		reason := fmt.Sprintf("expired: no eligible worker online for %s", now.Sub(m.noWorkerSince(req.ID, now)).Round(time.Second))
-		if err := m.store.CancelRequest(ctx, req.ID, reason); err != nil && drover.KindOf(err) != drover.Conflict {
-			return next, fmt.Errorf("expire request %d: %w", req.ID, err)
-		}
-		m.mu.Lock()
-		delete(m.noWorker, req.ID)
-		delete(m.waiting, req.ID)
-		m.mu.Unlock()
-		m.logger.Warn("request expired", "request", req.ID, "builder", req.Builder, "reason", reason)
-		m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: req.ID})
-	}
-	return next, nil
-}
-
-func (m *Master) noWorkerSince(id int64, now time.Time) time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t, ok := m.noWorker[id]; ok {
-		return t
-	}
-	return now
 }
 
 // facts are a connected worker's facts as dispatch sees them: what it
