@@ -226,6 +226,10 @@ type Master struct {
 	Version     string    `json:"version,omitempty"`
 	Started     time.Time `json:"started"`
 	Heartbeat   time.Time `json:"heartbeat"`
+	// SinceBeat is how long before the list was read the last heartbeat
+	// was taken, both by the database's clock: masters judge each other's
+	// liveness by it, never by comparing their own clocks.
+	SinceBeat time.Duration `json:"since_beat"`
 }
 
 // Effective returns the availability that dispatch applies, why, and who

@@ -25,6 +25,15 @@ type dialect struct {
 	// another one holds instead of waiting for them. SQLite needs nothing:
 	// a writing transaction already holds the whole database.
 	skipLocked string
+	// nowNanos is an SQL expression for the database's clock now, in
+	// nanoseconds since the Unix epoch (how the store keeps times), for
+	// heartbeats: the masters of a site share the database's clock, not
+	// each other's.
+	nowNanos string
+	// forShare is appended to a SELECT of a build's row that must hold
+	// off a concurrent update of it (an adoption) until the transaction
+	// ends. SQLite needs nothing: its writers take turns already.
+	forShare string
 	// lockBuilder, when set, is a statement taking one argument, a
 	// builder's name, that makes claims for that builder take turns until
 	// their transactions end, so that each reads the highest build number

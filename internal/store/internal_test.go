@@ -174,19 +174,19 @@ func TestPreparedStatements(t *testing.T) {
 			t.Fatalf("%s: second build has number %d", dsn, b.Number)
 		}
 		st := &drover.Step{BuildID: b.ID, Index: 0, Name: "x"}
-		if err := s.AddSteps(ctx, []drover.Step{*st}); err != nil {
+		if err := s.Builds("").AddSteps(ctx, []drover.Step{*st}); err != nil {
 			t.Fatal(err)
 		}
 		st.State = drover.StepRunning
 		for range 2 { // prepared on the pool, then used
-			if err := s.UpdateStep(ctx, st); err != nil {
+			if err := s.Builds("").UpdateStep(ctx, st); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.UpdateStep(ctx, st); drover.KindOf(err) != drover.Unavailable {
+		if err := s.Builds("").UpdateStep(ctx, st); drover.KindOf(err) != drover.Unavailable {
 			t.Fatalf("%s: update after close: %v", dsn, err)
 		}
 	}

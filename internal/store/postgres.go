@@ -75,6 +75,8 @@ func newPostgres() *dialect {
 		migrations: migrations,
 		numbered:   true,
 		skipLocked: " FOR UPDATE SKIP LOCKED",
+		forShare:   " FOR SHARE",
+		nowNanos:   "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000)::bigint",
 		// Claims for one builder take turns from reading the highest
 		// build number to commit, so two masters never pick the same
 		// number. Without it they would both insert it, one would fail on

@@ -491,8 +491,8 @@ func (s *DB) ListBuilds(ctx context.Context, f drover.BuildFilter) ([]drover.Bui
 
 // SetBuildProperties replaces the properties of a running build. It fails
 // with NotFound for an unknown build and Conflict for a finished one.
-func (s *DB) SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error { return s.setBuildProperties(ctx, tx, id, props) })
+func (w buildWriter) SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error {
+	err := w.inTx(ctx, id, func(tx *sql.Tx) error { return w.s.setBuildProperties(ctx, tx, id, props) })
 	if err != nil {
 		return fmt.Errorf("set properties of build %d: %w", id, err)
 	}
@@ -524,40 +524,43 @@ func (s *DB) buildNotRunning(ctx context.Context, q queryer, id int64) error {
 
 // FinishBuild, in one transaction, ends running build id and its request
 // (see Store). A zero finished becomes now; result must be a final result.
-func (s *DB) FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error {
-	if _, err := drover.ParseResult(string(result)); err != nil {
-		return fmt.Errorf("finish build %d: %w", id, err)
-	}
-	finished = orNow(finished)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		// The state test in the UPDATE makes two racing finishes end the
-		// build once, on any engine.
-		q := s.prep(tx)
-		var reqID int64
-		err := q.QueryRowContext(ctx, s.q(`UPDATE builds SET state = ?, result = ?, summary = ?, finished = ?
-			WHERE id = ? AND state = ? RETURNING request_id`),
-			drover.BuildFinished, result, summary, dbTime(finished), id, drover.BuildRunning).Scan(&reqID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return s.buildNotRunning(ctx, tx, id)
-		}
-		if err != nil {
-			return fmt.Errorf("end build: %w", err)
-		}
-		state, reqResult := drover.RequestFinished, result
-		switch {
-		case requeue:
-			state, reqResult = drover.RequestPending, drover.ResultNone
-		case result == drover.Cancelled:
-			state = drover.RequestCancelled
-		}
-		if _, err := q.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, result = ? WHERE id = ?`),
-			state, reqResult, reqID); err != nil {
-			return fmt.Errorf("end build request %d: %w", reqID, err)
-		}
-		return nil
-	})
+func (w buildWriter) FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error {
+	err := w.inTx(ctx, id, func(tx *sql.Tx) error { return w.s.finishBuild(ctx, tx, id, result, summary, finished, requeue) })
 	if err != nil {
 		return fmt.Errorf("finish build %d: %w", id, err)
+	}
+	return nil
+}
+
+// finishBuild is FinishBuild within tx.
+func (s *DB) finishBuild(ctx context.Context, tx *sql.Tx, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error {
+	if _, err := drover.ParseResult(string(result)); err != nil {
+		return err
+	}
+	finished = orNow(finished)
+	// The state test in the UPDATE makes two racing finishes end the
+	// build once, on any engine.
+	q := s.prep(tx)
+	var reqID int64
+	err := q.QueryRowContext(ctx, s.q(`UPDATE builds SET state = ?, result = ?, summary = ?, finished = ?
+		WHERE id = ? AND state = ? RETURNING request_id`),
+		drover.BuildFinished, result, summary, dbTime(finished), id, drover.BuildRunning).Scan(&reqID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s.buildNotRunning(ctx, tx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("end build: %w", err)
+	}
+	state, reqResult := drover.RequestFinished, result
+	switch {
+	case requeue:
+		state, reqResult = drover.RequestPending, drover.ResultNone
+	case result == drover.Cancelled:
+		state = drover.RequestCancelled
+	}
+	if _, err := q.ExecContext(ctx, s.q(`UPDATE build_requests SET state = ?, result = ? WHERE id = ?`),
+		state, reqResult, reqID); err != nil {
+		return fmt.Errorf("end build request %d: %w", reqID, err)
 	}
 	return nil
 }

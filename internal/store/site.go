@@ -24,14 +24,17 @@ const masterColumns = `id, url, workers_addr, version, started, heartbeat`
 func scanMaster(r scanner) (drover.Master, error) {
 	var m drover.Master
 	var started, beat dbTime
-	err := r.Scan(&m.ID, &m.URL, &m.WorkersAddr, &m.Version, &started, &beat)
-	m.Started, m.Heartbeat = time.Time(started), time.Time(beat)
+	var since int64
+	err := r.Scan(&m.ID, &m.URL, &m.WorkersAddr, &m.Version, &started, &beat, &since)
+	m.Started, m.Heartbeat, m.SinceBeat = time.Time(started), time.Time(beat), time.Duration(max(0, since))
 	return m, err
 }
 
 // Heartbeat records master m by ID, replacing every field of an existing
-// record. A zero Started or Heartbeat becomes now; m gets the stored
-// values. A master without an ID is Invalid.
+// record. A zero Heartbeat is taken by the database's clock, as every
+// master's is, so that liveness never compares two machines' clocks; a
+// set one (a test's) is stored as given. A zero Started is the same
+// time. m gets the stored values. A master without an ID is Invalid.
 func (s *DB) Heartbeat(ctx context.Context, m *drover.Master) error {
 	if m == nil || m.ID == "" {
 		return drover.Errorf(drover.Invalid, "heartbeat: a master needs an ID")
@@ -40,14 +43,34 @@ func (s *DB) Heartbeat(ctx context.Context, m *drover.Master) error {
 	if err != nil {
 		return err
 	}
-	started, beat := orNow(m.Started), orNow(m.Heartbeat)
-	if _, err := w.ExecContext(ctx, s.q(`INSERT INTO masters (`+masterColumns+`) VALUES (?, ?, ?, ?, ?, ?)
+	// The row's values are computed in a SELECT, so that started can
+	// default to the very heartbeat the database took. Arguments go in
+	// the order their placeholders appear.
+	var args []any
+	started := "heartbeat"
+	if !m.Started.IsZero() {
+		started = "CAST(? AS BIGINT)"
+		args = append(args, dbTime(m.Started))
+	}
+	args = append(args, m.ID, m.URL, m.WorkersAddr, m.Version)
+	beat := s.d.nowNanos
+	if !m.Heartbeat.IsZero() {
+		beat = "CAST(? AS BIGINT)"
+		args = append(args, dbTime(m.Heartbeat))
+	}
+	var gotStarted, gotBeat dbTime
+	// "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the
+	// INSERT, not to a join.
+	err = w.QueryRowContext(ctx, s.q(`INSERT INTO masters (`+masterColumns+`)
+		SELECT id, url, workers_addr, version, `+started+`, heartbeat FROM (
+			SELECT ? AS id, ? AS url, ? AS workers_addr, ? AS version, `+beat+` AS heartbeat) AS v WHERE true
 		ON CONFLICT (id) DO UPDATE SET url = excluded.url, workers_addr = excluded.workers_addr,
-			version = excluded.version, started = excluded.started, heartbeat = excluded.heartbeat`),
-		m.ID, m.URL, m.WorkersAddr, m.Version, dbTime(started), dbTime(beat)); err != nil {
+			version = excluded.version, started = excluded.started, heartbeat = excluded.heartbeat
+		RETURNING started, heartbeat`), args...).Scan(&gotStarted, &gotBeat)
+	if err != nil {
 		return fmt.Errorf("heartbeat of master %s: %w", m.ID, err)
 	}
-	m.Started, m.Heartbeat = started, beat
+	m.Started, m.Heartbeat = time.Time(gotStarted), time.Time(gotBeat)
 	return nil
 }
 
@@ -57,7 +80,7 @@ func (s *DB) ListMasters(ctx context.Context) ([]drover.Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms, err := collect(ctx, r, `SELECT `+masterColumns+` FROM masters ORDER BY id`, nil, scanMaster)
+	ms, err := collect(ctx, r, `SELECT `+masterColumns+`, `+s.d.nowNanos+` - heartbeat FROM masters ORDER BY id`, nil, scanMaster)
 	if err != nil {
 		return nil, fmt.Errorf("list masters: %w", err)
 	}

@@ -37,7 +37,9 @@ func newSQLite() *dialect {
 		panic(fmt.Sprintf("store: embedded sqlite migrations: %v", err))
 	}
 	return &dialect{
-		name:       "sqlite",
+		name: "sqlite",
+		// julianday keeps milliseconds, enough for heartbeats.
+		nowNanos:   "CAST((julianday('now') - 2440587.5) * 86400000000000.0 AS INTEGER)",
 		migrations: migrations,
 		isUnique: func(err error) bool {
 			c := sqliteCode(err)

@@ -56,8 +56,8 @@ func TestReopen(t *testing.T) {
 	mustDo(t, db.AddRequests(ctx, []*drover.BuildRequest{req}))
 	mustDo(t, db.ClaimRequest(ctx, req.ID, b))
 	steps[0].BuildID, l.BuildID = b.ID, b.ID
-	mustDo(t, db.AddSteps(ctx, steps))
-	mustDo(t, db.AddLog(ctx, l))
+	mustDo(t, db.Builds("").AddSteps(ctx, steps))
+	mustDo(t, db.Builds("").AddLog(ctx, l))
 	mustDo(t, db.UpsertWorker(ctx, &drover.Worker{Name: "w", Connected: true}))
 	mustDo(t, db.AddToken(ctx, &drover.Token{ID: "t", Kind: drover.TokenAPI, Hash: "h", UsesLeft: -1}))
 	mustDo(t, db.Close())

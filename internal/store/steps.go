@@ -37,11 +37,11 @@ func exitArg(code *int) any {
 // AddSteps stores the steps of a build as it starts, all or none. It fails
 // with NotFound when a step's build does not exist and Conflict when a
 // step with the same (BuildID, Index) is already stored.
-func (s *DB) AddSteps(ctx context.Context, steps []drover.Step) error {
+func (w buildWriter) AddSteps(ctx context.Context, steps []drover.Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.addStepsTx(ctx, tx, steps) }); err != nil {
+	if err := w.inTx(ctx, steps[0].BuildID, func(tx *sql.Tx) error { return w.s.addStepsTx(ctx, tx, steps) }); err != nil {
 		return fmt.Errorf("add steps: %w", err)
 	}
 	return nil
@@ -86,15 +86,11 @@ func (s *DB) addStepsTx(ctx context.Context, tx *sql.Tx, steps []drover.Step) er
 
 // UpdateStep stores s, found by (BuildID, Index); NotFound if there is
 // no such step.
-func (s *DB) UpdateStep(ctx context.Context, st *drover.Step) error {
+func (w buildWriter) UpdateStep(ctx context.Context, st *drover.Step) error {
 	if st == nil {
 		return drover.Errorf(drover.Invalid, "update step: no step")
 	}
-	w, err := s.writer()
-	if err != nil {
-		return err
-	}
-	return s.updateStep(ctx, w, st)
+	return w.inTx(ctx, st.BuildID, func(tx *sql.Tx) error { return w.s.updateStep(ctx, tx, st) })
 }
 
 // updateStep is UpdateStep on q.
@@ -140,13 +136,30 @@ func scanLog(r scanner) (drover.Log, error) {
 }
 
 // SetLogProgress records, in one transaction, how far each log's command
-// output is stored. Unknown logs are skipped (a log expired meanwhile).
-func (s *DB) SetLogProgress(ctx context.Context, progress []drover.Log) error {
+// output is stored. Unknown logs are skipped (a log expired meanwhile); a
+// log of a build another master drives fails the whole transaction.
+func (w buildWriter) SetLogProgress(ctx context.Context, progress []drover.Log) error {
 	if len(progress) == 0 {
 		return nil
 	}
+	s := w.s
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		guarded := map[int64]bool{}
 		for _, p := range progress {
+			var build int64
+			err := s.prep(tx).QueryRowContext(ctx, s.q(`SELECT build_id FROM logs WHERE id = ?`), p.ID).Scan(&build)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("log %d: %w", p.ID, err)
+			}
+			if !guarded[build] {
+				if err := w.guard(ctx, tx, build); err != nil {
+					return err
+				}
+				guarded[build] = true
+			}
 			if _, err := s.prep(tx).ExecContext(ctx, s.q(`UPDATE logs SET seq = ?, seq_bytes = ? WHERE id = ?`),
 				int64(p.Seq), p.SeqBytes, p.ID); err != nil {
 				return fmt.Errorf("log %d: %w", p.ID, err)
@@ -162,15 +175,11 @@ func (s *DB) SetLogProgress(ctx context.Context, progress []drover.Log) error {
 
 // AddLog stores a log index entry and sets l.ID. It fails with NotFound
 // when the log's build does not exist.
-func (s *DB) AddLog(ctx context.Context, l *drover.Log) error {
+func (w buildWriter) AddLog(ctx context.Context, l *drover.Log) error {
 	if l == nil || l.Name == "" {
 		return drover.Errorf(drover.Invalid, "add log: a log needs a name")
 	}
-	w, err := s.writer()
-	if err != nil {
-		return err
-	}
-	return s.addLog(ctx, w, l)
+	return w.inTx(ctx, l.BuildID, func(tx *sql.Tx) error { return w.s.addLog(ctx, tx, l) })
 }
 
 // addLog is AddLog on q, for a log with a name.
@@ -191,15 +200,11 @@ func (s *DB) addLog(ctx context.Context, q queryer, l *drover.Log) error {
 
 // UpdateLog stores l's Bytes, Dropped and Complete; NotFound if there is
 // no log l.ID.
-func (s *DB) UpdateLog(ctx context.Context, l *drover.Log) error {
+func (w buildWriter) UpdateLog(ctx context.Context, l *drover.Log) error {
 	if l == nil {
 		return drover.Errorf(drover.Invalid, "update log: no log")
 	}
-	w, err := s.writer()
-	if err != nil {
-		return err
-	}
-	return s.updateLog(ctx, w, l)
+	return w.inTx(ctx, l.BuildID, func(tx *sql.Tx) error { return w.s.updateLog(ctx, tx, l) })
 }
 
 // updateLog is UpdateLog on q.
@@ -229,13 +234,13 @@ type BuildStart struct {
 // nil, adds first to the log index (as AddLog does, setting first.ID).
 // It changes nothing if any part fails; the errors are those of the
 // three parts.
-func (s *DB) StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error {
+func (w buildWriter) StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error {
 	start := &BuildStart{Properties: props, Steps: steps}
 	if first != nil {
 		l := *first
 		start.First = &l
 	}
-	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.startTx(ctx, tx, id, start) }); err != nil {
+	if err := w.inTx(ctx, id, func(tx *sql.Tx) error { return w.s.startTx(ctx, tx, id, start) }); err != nil {
 		return fmt.Errorf("start build %d: %w", id, err)
 	}
 	if first != nil {
@@ -264,16 +269,16 @@ func (s *DB) startTx(ctx context.Context, tx *sql.Tx, id int64, start *BuildStar
 // StartStep, in one transaction, stores st (as UpdateStep does) and adds
 // l to the log index for it (as AddLog does, setting l.ID). It changes
 // nothing if either fails.
-func (s *DB) StartStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
+func (w buildWriter) StartStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
 	if st == nil || l == nil || l.Name == "" {
 		return drover.Errorf(drover.Invalid, "start step: a step and a named log are needed")
 	}
 	nl := *l
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if err := s.updateStep(ctx, tx, st); err != nil {
+	err := w.inTx(ctx, st.BuildID, func(tx *sql.Tx) error {
+		if err := w.s.updateStep(ctx, tx, st); err != nil {
 			return err
 		}
-		return s.addLog(ctx, tx, &nl)
+		return w.s.addLog(ctx, tx, &nl)
 	})
 	if err != nil {
 		return fmt.Errorf("start step: %w", err)
@@ -286,15 +291,24 @@ func (s *DB) StartStep(ctx context.Context, st *drover.Step, l *drover.Log) erro
 // Bytes, Dropped and Complete (as UpdateLog does). Either may be nil, for
 // a step without a log or a log whose step stays open. It changes
 // nothing if either fails.
-func (s *DB) FinishStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+func (w buildWriter) FinishStep(ctx context.Context, st *drover.Step, l *drover.Log) error {
+	var build int64
+	switch {
+	case st != nil:
+		build = st.BuildID
+	case l != nil:
+		build = l.BuildID
+	default:
+		return nil
+	}
+	err := w.inTx(ctx, build, func(tx *sql.Tx) error {
 		if l != nil {
-			if err := s.updateLog(ctx, tx, l); err != nil {
+			if err := w.s.updateLog(ctx, tx, l); err != nil {
 				return err
 			}
 		}
 		if st != nil {
-			return s.updateStep(ctx, tx, st)
+			return w.s.updateStep(ctx, tx, st)
 		}
 		return nil
 	})

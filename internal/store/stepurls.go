@@ -11,11 +11,12 @@ import (
 // SetStepURL adds or replaces one link of a step, in one transaction. The
 // first statement writes the row unchanged so that it is locked (on
 // PostgreSQL) before it is read: two links added at once both survive.
-func (s *DB) SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error {
+func (w buildWriter) SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error {
 	if err := drover.CheckStepURL(name, url); err != nil {
 		return fmt.Errorf("set url of step %d of build %d: %w", step, buildID, err)
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	s := w.s
+	err := w.inTx(ctx, buildID, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE steps SET urls = urls WHERE build_id = ? AND idx = ?`), buildID, step)
 		if err != nil {
 			return fmt.Errorf("lock step: %w", err)

@@ -62,52 +62,21 @@ type Store interface {
 	// cancelled. It fails with Conflict if the request is not pending.
 	CancelRequest(ctx context.Context, id int64, reason string) error
 
+	// Builds returns the writes of running builds as master (an ID, or
+	// "" for a master outside any site's records) drives them: see
+	// BuildWriter.
+	Builds(master string) BuildWriter
+
 	GetBuild(ctx context.Context, id int64) (*drover.Build, error)
 	GetBuildByNumber(ctx context.Context, builder string, number int) (*drover.Build, error)
 	// ListBuilds returns builds newest first (highest ID first).
 	ListBuilds(ctx context.Context, f drover.BuildFilter) ([]drover.Build, error)
-	// SetBuildProperties replaces the properties of a running build.
-	SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error
-	// FinishBuild, in one transaction, ends running build id with result
-	// and summary at time finished, and its request with it: the request
-	// becomes finished (or cancelled, for a cancelled result) with the same
-	// result, or, when requeue is set, goes back to pending to be claimed
-	// again. It fails with Conflict if the build is already finished.
-	FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error
-
-	// StartBuild, in one transaction, does what a build's start would
-	// otherwise do in three: SetBuildProperties(id, props), AddSteps(steps)
-	// and, when first is not nil, AddLog(first), which sets first.ID. It
-	// changes nothing if any of them fails.
-	StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error
-	// StartStep, in one transaction, does UpdateStep(s) and AddLog(l),
-	// which sets l.ID.
-	StartStep(ctx context.Context, s *drover.Step, l *drover.Log) error
-	// FinishStep, in one transaction, does UpdateLog(l) and UpdateStep(s);
-	// either may be nil.
-	FinishStep(ctx context.Context, s *drover.Step, l *drover.Log) error
-	// AddSteps stores the steps of a build as it starts.
-	AddSteps(ctx context.Context, steps []drover.Step) error
-	// UpdateStep stores s, found by (BuildID, Index).
-	UpdateStep(ctx context.Context, s *drover.Step) error
 	// ListSteps returns a build's steps in order of Index.
 	ListSteps(ctx context.Context, buildID int64) ([]drover.Step, error)
-	// SetStepURL adds (or replaces) one link of a step, found by
-	// (buildID, step), in one transaction, leaving its other links as they
-	// are. It fails with NotFound when there is no such step and Invalid
-	// for a link drover.CheckStepURL refuses or one past drover.MaxStepURLs.
-	SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error
 
-	// AddLog stores a log index entry and sets l.ID.
-	AddLog(ctx context.Context, l *drover.Log) error
-	// UpdateLog stores l's Bytes, Dropped and Complete.
-	UpdateLog(ctx context.Context, l *drover.Log) error
 	GetLog(ctx context.Context, id int64) (*drover.Log, error)
 	// ListLogs returns a build's logs in order of step, then ID.
 	ListLogs(ctx context.Context, buildID int64) ([]drover.Log, error)
-	// SetLogProgress stores, in one transaction, the Seq and SeqBytes of
-	// each given log (found by ID; unknown ones are skipped).
-	SetLogProgress(ctx context.Context, progress []drover.Log) error
 	// ExpiredLogs returns up to limit logs of builds that finished before t.
 	ExpiredLogs(ctx context.Context, before time.Time, limit int) ([]drover.Log, error)
 	// DeleteLogs removes the index entries of logs whose bytes are gone.
@@ -201,4 +170,58 @@ type Store interface {
 	// Enroll, in one transaction, uses enrollment token enrollID (as
 	// UseToken does), stores the new worker token wt, and upserts worker w.
 	Enroll(ctx context.Context, enrollID string, at time.Time, wt *drover.Token, w *drover.Worker) error
+}
+
+// BuildWriter is the writes of running builds for the master that drives
+// them. Each is one transaction that first checks, with the build's row
+// locked against adoption, that this master drives the build (its ID is
+// the fencing token): a master whose heartbeat lapsed and whose builds
+// another master adopted gets a Conflict wrapping ErrNotDriver from its
+// late writes, which change nothing. A write about an unknown build is
+// NotFound.
+type BuildWriter interface {
+	// SetBuildProperties replaces the properties of a running build.
+	SetBuildProperties(ctx context.Context, id int64, props drover.Properties) error
+	// FinishBuild, in one transaction, ends running build id with result
+	// and summary at time finished, and its request with it: the request
+	// becomes finished (or cancelled, for a cancelled result) with the same
+	// result, or, when requeue is set, goes back to pending to be claimed
+	// again. It fails with Conflict if the build is already finished.
+	FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error
+
+	// StartBuild, in one transaction, does what a build's start would
+	// otherwise do in three: SetBuildProperties(id, props), AddSteps(steps)
+	// and, when first is not nil, AddLog(first), which sets first.ID. It
+	// changes nothing if any of them fails.
+	StartBuild(ctx context.Context, id int64, props drover.Properties, steps []drover.Step, first *drover.Log) error
+	// StartStep, in one transaction, does UpdateStep(s) and AddLog(l),
+	// which sets l.ID.
+	StartStep(ctx context.Context, s *drover.Step, l *drover.Log) error
+	// FinishStep, in one transaction, does UpdateLog(l) and UpdateStep(s);
+	// either may be nil.
+	FinishStep(ctx context.Context, s *drover.Step, l *drover.Log) error
+	// AddSteps stores the steps of a build as it starts.
+	AddSteps(ctx context.Context, steps []drover.Step) error
+	// UpdateStep stores s, found by (BuildID, Index).
+	UpdateStep(ctx context.Context, s *drover.Step) error
+	// SetStepURL adds (or replaces) one link of a step, found by
+	// (buildID, step), in one transaction, leaving its other links as they
+	// are. It fails with NotFound when there is no such step and Invalid
+	// for a link drover.CheckStepURL refuses or one past drover.MaxStepURLs.
+	SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error
+	// AddLog stores a log index entry and sets l.ID.
+	AddLog(ctx context.Context, l *drover.Log) error
+	// UpdateLog stores l's Bytes, Dropped and Complete.
+	UpdateLog(ctx context.Context, l *drover.Log) error
+	// SetLogProgress stores, in one transaction, the Seq and SeqBytes of
+	// each given log (found by ID; unknown ones are skipped). A log of a
+	// build the master does not drive fails it whole.
+	SetLogProgress(ctx context.Context, progress []drover.Log) error
+	// AbandonBuild ends running build id that its master cannot follow
+	// (a build a dead master left, that this one adopted and cannot
+	// re-attach), in one transaction: every step not finished ends with
+	// a.Result and a.StepSummary, the logs in a.Logs are recorded
+	// complete with their sizes, and the build ends as FinishBuild ends
+	// it.
+	AbandonBuild(ctx context.Context, id int64, a Abandon) error
 }

@@ -155,7 +155,7 @@ func testStartBuild(t *testing.T, s store.Store) {
 		{BuildID: b.ID, Index: 1, Name: "test", State: drover.StepPending},
 	}
 	first := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
-	must(t, s.StartBuild(ctx, b.ID, props, steps, first), "start build")
+	must(t, s.Builds("").StartBuild(ctx, b.ID, props, steps, first), "start build")
 	if first.ID == 0 {
 		t.Fatal("StartBuild did not set the log's ID")
 	}
@@ -171,7 +171,7 @@ func testStartBuild(t *testing.T, s store.Store) {
 
 	// Without a first log: properties and steps only.
 	b2 := startBuild(t, s, "linux", "w")
-	must(t, s.StartBuild(ctx, b2.ID, nil, []drover.Step{{BuildID: b2.ID, Index: 0, Name: "only"}}, nil), "start build without a log")
+	must(t, s.Builds("").StartBuild(ctx, b2.ID, nil, []drover.Step{{BuildID: b2.ID, Index: 0, Name: "only"}}, nil), "start build without a log")
 	logs, err = s.ListLogs(ctx, b2.ID)
 	must(t, err, "list logs")
 	if len(logs) != 0 {
@@ -180,9 +180,9 @@ func testStartBuild(t *testing.T, s store.Store) {
 
 	// All or nothing: a step already stored fails the whole start.
 	b3 := startBuild(t, s, "linux", "w")
-	must(t, s.AddSteps(ctx, []drover.Step{{BuildID: b3.ID, Index: 0, Name: "there"}}), "add step")
+	must(t, s.Builds("").AddSteps(ctx, []drover.Step{{BuildID: b3.ID, Index: 0, Name: "there"}}), "add step")
 	l3 := &drover.Log{BuildID: b3.ID, Name: "stdio"}
-	err = s.StartBuild(ctx, b3.ID, drover.Properties{"a": "b"}, []drover.Step{{BuildID: b3.ID, Index: 0, Name: "again"}}, l3)
+	err = s.Builds("").StartBuild(ctx, b3.ID, drover.Properties{"a": "b"}, []drover.Step{{BuildID: b3.ID, Index: 0, Name: "again"}}, l3)
 	wantKind(t, err, drover.Conflict, "start with a duplicate step")
 	if l3.ID != 0 {
 		t.Fatal("a failed start set the log's ID")
@@ -198,20 +198,20 @@ func testStartBuild(t *testing.T, s store.Store) {
 		t.Fatalf("a failed start stored logs %+v", logs)
 	}
 
-	must(t, s.FinishBuild(ctx, b3.ID, drover.Success, "", at(time.Hour), false), "finish")
-	wantKind(t, s.StartBuild(ctx, b3.ID, nil, nil, nil), drover.Conflict, "start a finished build")
-	wantKind(t, s.StartBuild(ctx, b3.ID+100, nil, nil, nil), drover.NotFound, "start a missing build")
-	wantKind(t, s.StartBuild(ctx, b2.ID, nil, nil, &drover.Log{BuildID: b2.ID}), drover.Invalid, "start with a log without a name")
+	must(t, s.Builds("").FinishBuild(ctx, b3.ID, drover.Success, "", at(time.Hour), false), "finish")
+	wantKind(t, s.Builds("").StartBuild(ctx, b3.ID, nil, nil, nil), drover.Conflict, "start a finished build")
+	wantKind(t, s.Builds("").StartBuild(ctx, b3.ID+100, nil, nil, nil), drover.NotFound, "start a missing build")
+	wantKind(t, s.Builds("").StartBuild(ctx, b2.ID, nil, nil, &drover.Log{BuildID: b2.ID}), drover.Invalid, "start with a log without a name")
 }
 
 func testStartAndFinishStep(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := startBuild(t, s, "linux", "w")
-	must(t, s.AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: 0, Name: "a"}, {BuildID: b.ID, Index: 1, Name: "b"}}), "add steps")
+	must(t, s.Builds("").AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: 0, Name: "a"}, {BuildID: b.ID, Index: 1, Name: "b"}}), "add steps")
 
 	st := drover.Step{BuildID: b.ID, Index: 1, Name: "b", State: drover.StepRunning, Started: at(time.Second)}
 	l := &drover.Log{BuildID: b.ID, StepIndex: 1, Name: "stdio"}
-	must(t, s.StartStep(ctx, &st, l), "start step")
+	must(t, s.Builds("").StartStep(ctx, &st, l), "start step")
 	if l.ID == 0 {
 		t.Fatal("StartStep did not set the log's ID")
 	}
@@ -225,7 +225,7 @@ func testStartAndFinishStep(t *testing.T, s store.Store) {
 	code := 0
 	st.State, st.Result, st.ExitCode, st.Finished = drover.StepFinished, drover.Success, &code, at(2*time.Second)
 	l.Bytes, l.Dropped, l.Complete = 123, 4, true
-	must(t, s.FinishStep(ctx, &st, l), "finish step")
+	must(t, s.Builds("").FinishStep(ctx, &st, l), "finish step")
 	steps, err = s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
 	wantEqual(t, steps[1], st, "finished step")
@@ -235,20 +235,20 @@ func testStartAndFinishStep(t *testing.T, s store.Store) {
 
 	// Either half alone.
 	l.Bytes = 456
-	must(t, s.FinishStep(ctx, nil, l), "finish a log alone")
+	must(t, s.Builds("").FinishStep(ctx, nil, l), "finish a log alone")
 	got, err = s.GetLog(ctx, l.ID)
 	must(t, err, "get log")
 	if got.Bytes != 456 {
 		t.Fatalf("log alone: %+v", got)
 	}
 	st0 := drover.Step{BuildID: b.ID, Index: 0, Name: "a", State: drover.StepFinished, Result: drover.Skipped}
-	must(t, s.FinishStep(ctx, &st0, nil), "finish a step alone")
-	must(t, s.FinishStep(ctx, nil, nil), "finish nothing")
+	must(t, s.Builds("").FinishStep(ctx, &st0, nil), "finish a step alone")
+	must(t, s.Builds("").FinishStep(ctx, nil, nil), "finish nothing")
 
 	// All or nothing.
 	missing := drover.Step{BuildID: b.ID, Index: 7, Name: "x", State: drover.StepRunning}
 	l2 := &drover.Log{BuildID: b.ID, StepIndex: 7, Name: "stdio"}
-	wantKind(t, s.StartStep(ctx, &missing, l2), drover.NotFound, "start a missing step")
+	wantKind(t, s.Builds("").StartStep(ctx, &missing, l2), drover.NotFound, "start a missing step")
 	if l2.ID != 0 {
 		t.Fatal("a failed StartStep set the log's ID")
 	}
@@ -258,15 +258,15 @@ func testStartAndFinishStep(t *testing.T, s store.Store) {
 		t.Fatalf("a failed StartStep stored a log: %+v", logs)
 	}
 	l.Bytes = 789
-	wantKind(t, s.FinishStep(ctx, &missing, l), drover.NotFound, "finish a missing step")
+	wantKind(t, s.Builds("").FinishStep(ctx, &missing, l), drover.NotFound, "finish a missing step")
 	got, err = s.GetLog(ctx, l.ID)
 	must(t, err, "get log")
 	if got.Bytes != 456 {
 		t.Fatalf("a failed FinishStep stored the log: %+v", got)
 	}
-	wantKind(t, s.FinishStep(ctx, nil, &drover.Log{ID: l.ID + 100}), drover.NotFound, "finish a missing log")
-	wantKind(t, s.StartStep(ctx, &st, &drover.Log{BuildID: b.ID}), drover.Invalid, "start with a log without a name")
-	wantKind(t, s.StartStep(ctx, nil, l2), drover.Invalid, "start without a step")
+	wantKind(t, s.Builds("").FinishStep(ctx, nil, &drover.Log{ID: l.ID + 100}), drover.NotFound, "finish a missing log")
+	wantKind(t, s.Builds("").StartStep(ctx, &st, &drover.Log{BuildID: b.ID}), drover.Invalid, "start with a log without a name")
+	wantKind(t, s.Builds("").StartStep(ctx, nil, l2), drover.Invalid, "start without a step")
 }
 
 // testClaimRequestsStart claims with Start: the build's properties, steps

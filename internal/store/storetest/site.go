@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ func testBuildMaster(t *testing.T, s store.Store) {
 		t.Fatalf("listed builds: %+v", list)
 	}
 
-	must(t, s.FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
+	must(t, s.Builds("m1").FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
 	got, err = s.GetBuild(ctx, b.ID)
 	must(t, err, "get finished build")
 	if got.Master != "m1" {
@@ -78,6 +79,14 @@ func testMasters(t *testing.T, s store.Store) {
 	}
 	list, err = s.ListMasters(ctx)
 	must(t, err, "list masters")
+	// SinceBeat is by the database's clock: a's beat was taken by it just
+	// now, b's is the given one, long ago.
+	if len(list) != 2 || list[0].SinceBeat > time.Minute || list[1].SinceBeat < time.Since(b.Heartbeat)-time.Minute {
+		t.Fatalf("since the beats: %+v", list)
+	}
+	for i := range list {
+		list[i].SinceBeat = 0
+	}
 	wantB := *b
 	wantB.Started = t0.UTC()
 	wantEqual(t, list, []drover.Master{*a, wantB}, "masters by ID")
@@ -88,6 +97,9 @@ func testMasters(t *testing.T, s store.Store) {
 	must(t, s.Heartbeat(ctx, b2), "heartbeat b again")
 	list, err = s.ListMasters(ctx)
 	must(t, err, "list masters")
+	for i := range list {
+		list[i].SinceBeat = 0
+	}
 	wantEqual(t, list, []drover.Master{*a, *b2}, "masters after a second beat")
 
 	must(t, s.RemoveMaster(ctx, "a-master"), "remove a")
@@ -95,6 +107,7 @@ func testMasters(t *testing.T, s store.Store) {
 	must(t, s.RemoveMaster(ctx, "nobody"), "remove an unknown master")
 	list, err = s.ListMasters(ctx)
 	must(t, err, "list masters")
+	list[0].SinceBeat = 0
 	wantEqual(t, list, []drover.Master{*b2}, "masters after removing a")
 
 	wantKind(t, s.Heartbeat(ctx, &drover.Master{URL: "http://x/"}), drover.Invalid, "heartbeat without an ID")
@@ -139,7 +152,7 @@ func testAdoptBuild(t *testing.T, s store.Store) {
 	legacy := startBuild(t, s, "linux", "w")
 	adopt(legacy.ID, "", "m1", true)
 
-	must(t, s.FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
+	must(t, s.Builds("m2").FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
 	adopt(b.ID, "m2", "m3", false)
 	if got := masterOf(b.ID); got != "m2" {
 		t.Fatalf("finished build's master became %q, want it left m2", got)
@@ -303,4 +316,110 @@ func testListenStops(t *testing.T, s store.Store) {
 
 	wantKind(t, wait(listen(ctx), "closed store"), drover.Unavailable, "Listen on a closed store")
 	wantKind(t, s.Notify(ctx, []byte("x")), drover.Unavailable, "Notify on a closed store")
+}
+
+// testFencing shows that a master's ID is the fencing token of every
+// write of a running build: once another master adopted the build, the
+// old one's late writes fail with ErrNotDriver and change nothing, and
+// the new one's go through.
+func testFencing(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	r := addRequest(t, s, "linux", nil)
+	b := &drover.Build{Worker: "w", Master: "old", Started: at(time.Minute)}
+	must(t, s.ClaimRequest(ctx, r.ID, b), "claim")
+	old, adopter := s.Builds("old"), s.Builds("new")
+	step := drover.Step{BuildID: b.ID, Index: 0, Name: "compile", State: drover.StepPending}
+	must(t, old.StartBuild(ctx, b.ID, drover.Properties{"a": "1"}, []drover.Step{step}, nil), "start")
+	step.State, step.Started = drover.StepRunning, at(2*time.Minute)
+	l := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
+	must(t, old.StartStep(ctx, &step, l), "start step")
+	must(t, old.SetLogProgress(ctx, []drover.Log{{ID: l.ID, Seq: 3, SeqBytes: 30}}), "progress")
+
+	if ok, err := s.AdoptBuild(ctx, b.ID, "old", "new"); err != nil || !ok {
+		t.Fatalf("adopt: %v, %v", ok, err)
+	}
+	late := step
+	late.State, late.Result, late.Finished = drover.StepFinished, drover.Failure, at(3*time.Minute)
+	fenced := func(what string, err error) {
+		t.Helper()
+		wantKind(t, err, drover.Conflict, what)
+		if !errors.Is(err, store.ErrNotDriver) {
+			t.Fatalf("%s: %v does not wrap ErrNotDriver", what, err)
+		}
+	}
+	fenced("update step", old.UpdateStep(ctx, &late))
+	fenced("finish step", old.FinishStep(ctx, &late, &drover.Log{ID: l.ID, BuildID: b.ID, Bytes: 99, Complete: true}))
+	fenced("properties", old.SetBuildProperties(ctx, b.ID, drover.Properties{"a": "2"}))
+	fenced("progress", old.SetLogProgress(ctx, []drover.Log{{ID: l.ID, Seq: 9, SeqBytes: 90}}))
+	fenced("url", old.SetStepURL(ctx, b.ID, 0, "report", "https://example.org/r"))
+	fenced("finish", old.FinishBuild(ctx, b.ID, drover.Failure, "late", at(time.Hour), false))
+	fenced("abandon", old.AbandonBuild(ctx, b.ID, store.Abandon{Result: drover.Retry}))
+
+	got, err := s.GetBuild(ctx, b.ID)
+	must(t, err, "get build")
+	if got.State != drover.BuildRunning || got.Properties["a"] != "1" {
+		t.Fatalf("the old master's late writes changed the build: %+v", got)
+	}
+	steps, err := s.ListSteps(ctx, b.ID)
+	must(t, err, "list steps")
+	if steps[0].State != drover.StepRunning || len(steps[0].URLs) != 0 {
+		t.Fatalf("the old master's late writes changed the step: %+v", steps[0])
+	}
+	gl, err := s.GetLog(ctx, l.ID)
+	must(t, err, "get log")
+	if gl.Seq != 3 || gl.SeqBytes != 30 || gl.Complete {
+		t.Fatalf("the old master's late writes changed the log: %+v", gl)
+	}
+
+	must(t, adopter.UpdateStep(ctx, &late), "the adopter updates the step")
+	must(t, adopter.FinishBuild(ctx, b.ID, drover.Failure, "", at(time.Hour), false), "the adopter finishes")
+	wantKind(t, s.Builds("new").SetBuildProperties(ctx, b.ID+100, nil), drover.NotFound, "an unknown build")
+}
+
+// testAbandonBuild shows a build its master cannot follow ended in one
+// transaction: its unfinished steps, its incomplete logs, the build and
+// its request.
+func testAbandonBuild(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	b := startBuild(t, s, "linux", "w")
+	w := s.Builds("")
+	steps := []drover.Step{
+		{BuildID: b.ID, Index: 0, Name: "checkout", State: drover.StepFinished, Result: drover.Success, Started: at(time.Minute), Finished: at(2 * time.Minute)},
+		{BuildID: b.ID, Index: 1, Name: "compile", State: drover.StepRunning, Started: at(2 * time.Minute)},
+		{BuildID: b.ID, Index: 2, Name: "test", State: drover.StepPending},
+	}
+	l := &drover.Log{BuildID: b.ID, StepIndex: 1, Name: "stdio"}
+	must(t, w.StartBuild(ctx, b.ID, nil, steps, l), "start")
+	must(t, w.AbandonBuild(ctx, b.ID, store.Abandon{
+		Result: drover.Retry, Summary: "master restarted during the build", StepSummary: "master restarted",
+		Logs: []drover.Log{{ID: l.ID, BuildID: b.ID, Bytes: 42}}, Finished: at(time.Hour), Requeue: true,
+	}), "abandon")
+
+	got, err := s.GetBuild(ctx, b.ID)
+	must(t, err, "get build")
+	if got.State != drover.BuildFinished || got.Result != drover.Retry || got.Summary != "master restarted during the build" {
+		t.Fatalf("abandoned build: %+v", got)
+	}
+	req, err := s.GetRequest(ctx, b.RequestID)
+	must(t, err, "get request")
+	if req.State != drover.RequestPending {
+		t.Fatalf("requeued request is %s", req.State)
+	}
+	ss, err := s.ListSteps(ctx, b.ID)
+	must(t, err, "list steps")
+	if ss[0].Result != drover.Success || ss[0].Summary != "" {
+		t.Errorf("a finished step was changed: %+v", ss[0])
+	}
+	for _, st := range ss[1:] {
+		if st.State != drover.StepFinished || st.Result != drover.Retry || st.Summary != "master restarted" || !st.Finished.Equal(at(time.Hour)) {
+			t.Errorf("unfinished step not ended: %+v", st)
+		}
+	}
+	gl, err := s.GetLog(ctx, l.ID)
+	must(t, err, "get log")
+	if !gl.Complete || gl.Bytes != 42 {
+		t.Errorf("log not completed: %+v", gl)
+	}
+	wantKind(t, w.AbandonBuild(ctx, b.ID, store.Abandon{Result: drover.Retry}), drover.Conflict, "abandon a finished build")
+	wantKind(t, w.AbandonBuild(ctx, b.ID, store.Abandon{Result: drover.Retry, Logs: []drover.Log{{ID: l.ID, BuildID: b.ID + 1}}}), drover.Invalid, "a log of another build")
 }

@@ -21,7 +21,7 @@ func testStepURLs(t *testing.T, s store.Store) {
 		{BuildID: b.ID, Index: 0, Name: "checkout", URLs: map[string]string{"source": "https://example.org/c/1"}},
 		{BuildID: b.ID, Index: 1, Name: "test"},
 	}
-	must(t, s.AddSteps(ctx, steps), "add steps")
+	must(t, s.Builds("").AddSteps(ctx, steps), "add steps")
 	got, err := s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
 	wantEqual(t, got[0].URLs, steps[0].URLs, "links stored by AddSteps")
@@ -32,9 +32,9 @@ func testStepURLs(t *testing.T, s store.Store) {
 	up := got[1]
 	up.State = drover.StepRunning
 	up.URLs = map[string]string{"coverage": "https://cov.example.org/1/"}
-	must(t, s.UpdateStep(ctx, &up), "update step")
-	must(t, s.SetStepURL(ctx, b.ID, 1, "report", "https://example.org/r/1"), "set url")
-	must(t, s.SetStepURL(ctx, b.ID, 1, "report", "https://example.org/r/2"), "replace url")
+	must(t, s.Builds("").UpdateStep(ctx, &up), "update step")
+	must(t, s.Builds("").SetStepURL(ctx, b.ID, 1, "report", "https://example.org/r/1"), "set url")
+	must(t, s.Builds("").SetStepURL(ctx, b.ID, 1, "report", "https://example.org/r/2"), "replace url")
 	got, err = s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
 	wantEqual(t, got[1].URLs, map[string]string{
@@ -49,7 +49,7 @@ func testStepURLs(t *testing.T, s store.Store) {
 	errs := make(chan error, 10)
 	for i := range 10 {
 		wg.Go(func() {
-			errs <- s.SetStepURL(ctx, b.ID, 0, fmt.Sprintf("l%d", i), fmt.Sprintf("https://example.org/%d", i))
+			errs <- s.Builds("").SetStepURL(ctx, b.ID, 0, fmt.Sprintf("l%d", i), fmt.Sprintf("https://example.org/%d", i))
 		})
 	}
 	wg.Wait()
@@ -63,20 +63,20 @@ func testStepURLs(t *testing.T, s store.Store) {
 		t.Errorf("after 10 concurrent links the step has %d, want 11: %v", len(got[0].URLs), got[0].URLs)
 	}
 
-	if err := s.SetStepURL(ctx, b.ID, 7, "x", "https://example.org/"); drover.KindOf(err) != drover.NotFound {
+	if err := s.Builds("").SetStepURL(ctx, b.ID, 7, "x", "https://example.org/"); drover.KindOf(err) != drover.NotFound {
 		t.Errorf("link of an unknown step: %v, want NotFound", err)
 	}
-	if err := s.SetStepURL(ctx, b.ID, 1, "", "https://example.org/"); drover.KindOf(err) != drover.Invalid {
+	if err := s.Builds("").SetStepURL(ctx, b.ID, 1, "", "https://example.org/"); drover.KindOf(err) != drover.Invalid {
 		t.Errorf("link without a name: %v, want Invalid", err)
 	}
-	if err := s.SetStepURL(ctx, b.ID, 1, "bad", "https://example.org/a b"); drover.KindOf(err) != drover.Invalid {
+	if err := s.Builds("").SetStepURL(ctx, b.ID, 1, "bad", "https://example.org/a b"); drover.KindOf(err) != drover.Invalid {
 		t.Errorf("link with a space: %v, want Invalid", err)
 	}
 	for i := len(got[0].URLs); i < drover.MaxStepURLs; i++ {
-		must(t, s.SetStepURL(ctx, b.ID, 0, fmt.Sprintf("m%d", i), "https://example.org/m"), "fill links")
+		must(t, s.Builds("").SetStepURL(ctx, b.ID, 0, fmt.Sprintf("m%d", i), "https://example.org/m"), "fill links")
 	}
-	if err := s.SetStepURL(ctx, b.ID, 0, "one-too-many", "https://example.org/"); drover.KindOf(err) != drover.Invalid {
+	if err := s.Builds("").SetStepURL(ctx, b.ID, 0, "one-too-many", "https://example.org/"); drover.KindOf(err) != drover.Invalid {
 		t.Errorf("link past the limit: %v, want Invalid", err)
 	}
-	must(t, s.SetStepURL(ctx, b.ID, 0, "m20", "https://example.org/replaced"), "replace a link at the limit")
+	must(t, s.Builds("").SetStepURL(ctx, b.ID, 0, "m20", "https://example.org/replaced"), "replace a link at the limit")
 }

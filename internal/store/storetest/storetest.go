@@ -55,6 +55,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Masters", testMasters},
 		{"AdoptBuild", testAdoptBuild},
 		{"ConcurrentAdoptBuild", testConcurrentAdoptBuild},
+		{"Fencing", testFencing},
+		{"AbandonBuild", testAbandonBuild},
 		{"MarkDisconnected", testMarkDisconnected},
 		{"NotifyPayload", testNotifyPayload},
 		{"ListenStops", testListenStops},
@@ -434,7 +436,7 @@ func testListBuilds(t *testing.T, s store.Store) {
 	} {
 		bs = append(bs, startBuild(t, s, spec.builder, spec.worker))
 	}
-	must(t, s.FinishBuild(ctx, bs[0].ID, drover.Success, "", at(time.Hour), false), "finish")
+	must(t, s.Builds("").FinishBuild(ctx, bs[0].ID, drover.Success, "", at(time.Hour), false), "finish")
 	ids := func(is ...int) []int64 {
 		var out []int64
 		for _, i := range is {
@@ -492,19 +494,19 @@ func testSetBuildProperties(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := startBuild(t, s, "linux", "w")
 	props := drover.Properties{"got_revision": "abc", "buildnumber": "1"}
-	must(t, s.SetBuildProperties(ctx, b.ID, props), "set properties")
+	must(t, s.Builds("").SetBuildProperties(ctx, b.ID, props), "set properties")
 	got, err := s.GetBuild(ctx, b.ID)
 	must(t, err, "get build")
 	wantEqual(t, got.Properties, props, "properties")
 
-	must(t, s.SetBuildProperties(ctx, b.ID, drover.Properties{"only": "this"}), "replace properties")
+	must(t, s.Builds("").SetBuildProperties(ctx, b.ID, drover.Properties{"only": "this"}), "replace properties")
 	got, err = s.GetBuild(ctx, b.ID)
 	must(t, err, "get build")
 	wantEqual(t, got.Properties, drover.Properties{"only": "this"}, "replaced properties")
 
-	wantKind(t, s.SetBuildProperties(ctx, b.ID+100, props), drover.NotFound, "missing build")
-	must(t, s.FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
-	wantKind(t, s.SetBuildProperties(ctx, b.ID, props), drover.Conflict, "finished build")
+	wantKind(t, s.Builds("").SetBuildProperties(ctx, b.ID+100, props), drover.NotFound, "missing build")
+	must(t, s.Builds("").FinishBuild(ctx, b.ID, drover.Success, "", at(time.Hour), false), "finish")
+	wantKind(t, s.Builds("").SetBuildProperties(ctx, b.ID, props), drover.Conflict, "finished build")
 }
 
 func testFinishBuild(t *testing.T, s store.Store) {
@@ -523,7 +525,7 @@ func testFinishBuild(t *testing.T, s store.Store) {
 		t.Run(string(tc.result), func(t *testing.T) {
 			b := startBuild(t, s, "linux", "w")
 			end := at(time.Hour)
-			must(t, s.FinishBuild(ctx, b.ID, tc.result, "step test failed", end, false), "finish")
+			must(t, s.Builds("").FinishBuild(ctx, b.ID, tc.result, "step test failed", end, false), "finish")
 			got, err := s.GetBuild(ctx, b.ID)
 			must(t, err, "get build")
 			if got.State != drover.BuildFinished || got.Result != tc.result || got.Summary != "step test failed" || !got.Finished.Equal(end) {
@@ -540,7 +542,7 @@ func testFinishBuild(t *testing.T, s store.Store) {
 	t.Run("zero time is now", func(t *testing.T) {
 		b := startBuild(t, s, "mac", "w")
 		before := time.Now()
-		must(t, s.FinishBuild(ctx, b.ID, drover.Success, "", time.Time{}, false), "finish")
+		must(t, s.Builds("").FinishBuild(ctx, b.ID, drover.Success, "", time.Time{}, false), "finish")
 		got, err := s.GetBuild(ctx, b.ID)
 		must(t, err, "get build")
 		if got.Finished.Before(before.Add(-time.Second)) {
@@ -552,7 +554,7 @@ func testFinishBuild(t *testing.T, s store.Store) {
 func testFinishBuildRequeue(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b1 := startBuild(t, s, "linux", "w1")
-	must(t, s.FinishBuild(ctx, b1.ID, drover.Retry, "worker w1 lost", at(time.Hour), true), "finish with requeue")
+	must(t, s.Builds("").FinishBuild(ctx, b1.ID, drover.Retry, "worker w1 lost", at(time.Hour), true), "finish with requeue")
 
 	got, err := s.GetBuild(ctx, b1.ID)
 	must(t, err, "get build")
@@ -585,13 +587,13 @@ func testFinishBuildRequeue(t *testing.T, s store.Store) {
 func testFinishBuildErrors(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := startBuild(t, s, "linux", "w")
-	wantKind(t, s.FinishBuild(ctx, b.ID, drover.ResultNone, "", t0, false), drover.Invalid, "no result")
-	wantKind(t, s.FinishBuild(ctx, b.ID, "splendid", "", t0, false), drover.Invalid, "unknown result")
-	wantKind(t, s.FinishBuild(ctx, b.ID+100, drover.Success, "", t0, false), drover.NotFound, "missing build")
+	wantKind(t, s.Builds("").FinishBuild(ctx, b.ID, drover.ResultNone, "", t0, false), drover.Invalid, "no result")
+	wantKind(t, s.Builds("").FinishBuild(ctx, b.ID, "splendid", "", t0, false), drover.Invalid, "unknown result")
+	wantKind(t, s.Builds("").FinishBuild(ctx, b.ID+100, drover.Success, "", t0, false), drover.NotFound, "missing build")
 
-	must(t, s.FinishBuild(ctx, b.ID, drover.Failure, "compile", at(time.Hour), false), "finish")
-	wantKind(t, s.FinishBuild(ctx, b.ID, drover.Success, "", at(2*time.Hour), false), drover.Conflict, "finish twice")
-	wantKind(t, s.FinishBuild(ctx, b.ID, drover.Retry, "", at(2*time.Hour), true), drover.Conflict, "requeue finished")
+	must(t, s.Builds("").FinishBuild(ctx, b.ID, drover.Failure, "compile", at(time.Hour), false), "finish")
+	wantKind(t, s.Builds("").FinishBuild(ctx, b.ID, drover.Success, "", at(2*time.Hour), false), drover.Conflict, "finish twice")
+	wantKind(t, s.Builds("").FinishBuild(ctx, b.ID, drover.Retry, "", at(2*time.Hour), true), drover.Conflict, "requeue finished")
 
 	got, err := s.GetBuild(ctx, b.ID)
 	must(t, err, "get build")
@@ -617,8 +619,8 @@ func testSteps(t *testing.T, s store.Store) {
 		{BuildID: b.ID, Index: 1, Name: "compile"},
 		{BuildID: other.ID, Index: 0, Name: "checkout"},
 	}
-	must(t, s.AddSteps(ctx, steps), "add steps")
-	must(t, s.AddSteps(ctx, nil), "add no steps")
+	must(t, s.Builds("").AddSteps(ctx, steps), "add steps")
+	must(t, s.Builds("").AddSteps(ctx, nil), "add no steps")
 
 	got, err := s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
@@ -629,7 +631,7 @@ func testSteps(t *testing.T, s store.Store) {
 	code := 2
 	up := drover.Step{BuildID: b.ID, Index: 1, Name: "compile", State: drover.StepFinished, Result: drover.Failure,
 		Summary: "2 errors", ExitCode: &code, Started: at(3 * time.Second), Finished: at(4 * time.Second)}
-	must(t, s.UpdateStep(ctx, &up), "update step")
+	must(t, s.Builds("").UpdateStep(ctx, &up), "update step")
 	got, err = s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
 	wantEqual(t, got[1], up, "updated step")
@@ -637,7 +639,7 @@ func testSteps(t *testing.T, s store.Store) {
 
 	// Clearing an exit code and times is stored too.
 	up.ExitCode, up.Finished = nil, time.Time{}
-	must(t, s.UpdateStep(ctx, &up), "update step again")
+	must(t, s.Builds("").UpdateStep(ctx, &up), "update step again")
 	got, err = s.ListSteps(ctx, b.ID)
 	must(t, err, "list steps")
 	wantEqual(t, got[1], up, "step with cleared fields")
@@ -657,9 +659,9 @@ func testSteps(t *testing.T, s store.Store) {
 func testStepsErrors(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	b := startBuild(t, s, "linux", "w")
-	must(t, s.AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: 0, Name: "checkout"}}), "add step")
+	must(t, s.Builds("").AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: 0, Name: "checkout"}}), "add step")
 
-	err := s.AddSteps(ctx, []drover.Step{
+	err := s.Builds("").AddSteps(ctx, []drover.Step{
 		{BuildID: b.ID, Index: 1, Name: "compile"},
 		{BuildID: b.ID, Index: 0, Name: "again"},
 	})
@@ -670,10 +672,10 @@ func testStepsErrors(t *testing.T, s store.Store) {
 		t.Fatalf("a failed AddSteps left %+v", got)
 	}
 
-	wantKind(t, s.AddSteps(ctx, []drover.Step{{BuildID: b.ID + 100, Index: 0}}), drover.NotFound, "steps of missing build")
-	wantKind(t, s.AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: -1}}), drover.Invalid, "negative index")
-	wantKind(t, s.UpdateStep(ctx, &drover.Step{BuildID: b.ID, Index: 5}), drover.NotFound, "update missing step")
-	wantKind(t, s.UpdateStep(ctx, &drover.Step{BuildID: b.ID + 100, Index: 0}), drover.NotFound, "update step of missing build")
+	wantKind(t, s.Builds("").AddSteps(ctx, []drover.Step{{BuildID: b.ID + 100, Index: 0}}), drover.NotFound, "steps of missing build")
+	wantKind(t, s.Builds("").AddSteps(ctx, []drover.Step{{BuildID: b.ID, Index: -1}}), drover.Invalid, "negative index")
+	wantKind(t, s.Builds("").UpdateStep(ctx, &drover.Step{BuildID: b.ID, Index: 5}), drover.NotFound, "update missing step")
+	wantKind(t, s.Builds("").UpdateStep(ctx, &drover.Step{BuildID: b.ID + 100, Index: 0}), drover.NotFound, "update step of missing build")
 }
 
 func testLogs(t *testing.T, s store.Store) {
@@ -687,7 +689,7 @@ func testLogs(t *testing.T, s store.Store) {
 		{BuildID: other.ID, StepIndex: 0, Name: "stdio"},
 	}
 	for _, l := range logs {
-		must(t, s.AddLog(ctx, l), "add log")
+		must(t, s.Builds("").AddLog(ctx, l), "add log")
 		if l.ID == 0 {
 			t.Fatal("AddLog did not set ID")
 		}
@@ -699,7 +701,7 @@ func testLogs(t *testing.T, s store.Store) {
 	l := *logs[0]
 	l.Bytes, l.Dropped, l.Complete = 1<<40, 12345, true
 	l.Name, l.StepIndex = "ignored", 9 // UpdateLog stores only Bytes, Dropped and Complete
-	must(t, s.UpdateLog(ctx, &l), "update log")
+	must(t, s.Builds("").UpdateLog(ctx, &l), "update log")
 	one, err := s.GetLog(ctx, l.ID)
 	must(t, err, "get log")
 	want := *logs[0]
@@ -708,9 +710,9 @@ func testLogs(t *testing.T, s store.Store) {
 
 	_, err = s.GetLog(ctx, logs[3].ID+100)
 	wantKind(t, err, drover.NotFound, "get missing log")
-	wantKind(t, s.UpdateLog(ctx, &drover.Log{ID: logs[3].ID + 100}), drover.NotFound, "update missing log")
-	wantKind(t, s.AddLog(ctx, &drover.Log{BuildID: other.ID + 100, Name: "stdio"}), drover.NotFound, "log of missing build")
-	wantKind(t, s.AddLog(ctx, &drover.Log{BuildID: b.ID}), drover.Invalid, "log without a name")
+	wantKind(t, s.Builds("").UpdateLog(ctx, &drover.Log{ID: logs[3].ID + 100}), drover.NotFound, "update missing log")
+	wantKind(t, s.Builds("").AddLog(ctx, &drover.Log{BuildID: other.ID + 100, Name: "stdio"}), drover.NotFound, "log of missing build")
+	wantKind(t, s.Builds("").AddLog(ctx, &drover.Log{BuildID: b.ID}), drover.Invalid, "log without a name")
 }
 
 func testExpiredAndDeleteLogs(t *testing.T, s store.Store) {
@@ -718,14 +720,14 @@ func testExpiredAndDeleteLogs(t *testing.T, s store.Store) {
 	old := startBuild(t, s, "linux", "w")
 	recent := startBuild(t, s, "linux", "w")
 	running := startBuild(t, s, "linux", "w")
-	must(t, s.FinishBuild(ctx, old.ID, drover.Success, "", at(time.Hour), false), "finish old")
-	must(t, s.FinishBuild(ctx, recent.ID, drover.Success, "", at(3*time.Hour), false), "finish recent")
+	must(t, s.Builds("").FinishBuild(ctx, old.ID, drover.Success, "", at(time.Hour), false), "finish old")
+	must(t, s.Builds("").FinishBuild(ctx, recent.ID, drover.Success, "", at(3*time.Hour), false), "finish recent")
 
 	var oldLogs []int64
 	for _, b := range []*drover.Build{old, recent, running} {
 		for step := range 3 {
 			l := &drover.Log{BuildID: b.ID, StepIndex: step, Name: "stdio"}
-			must(t, s.AddLog(ctx, l), "add log")
+			must(t, s.Builds("").AddLog(ctx, l), "add log")
 			if b == old {
 				oldLogs = append(oldLogs, l.ID)
 			}
@@ -1355,9 +1357,9 @@ func testLogProgress(t *testing.T, s store.Store) {
 	b := startBuild(t, s, "linux", "w")
 	a := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
 	c := &drover.Log{BuildID: b.ID, StepIndex: 1, Name: "stdio"}
-	must(t, s.AddLog(ctx, a), "add log")
-	must(t, s.AddLog(ctx, c), "add log")
-	must(t, s.SetLogProgress(ctx, []drover.Log{{ID: a.ID, Seq: 1 << 40, SeqBytes: 7}, {ID: c.ID, Seq: 3, SeqBytes: 99}, {ID: c.ID + 1000, Seq: 1}}), "set progress")
+	must(t, s.Builds("").AddLog(ctx, a), "add log")
+	must(t, s.Builds("").AddLog(ctx, c), "add log")
+	must(t, s.Builds("").SetLogProgress(ctx, []drover.Log{{ID: a.ID, Seq: 1 << 40, SeqBytes: 7}, {ID: c.ID, Seq: 3, SeqBytes: 99}, {ID: c.ID + 1000, Seq: 1}}), "set progress")
 	got, err := s.GetLog(ctx, a.ID)
 	must(t, err, "get log")
 	if got.Seq != 1<<40 || got.SeqBytes != 7 {
@@ -1365,11 +1367,11 @@ func testLogProgress(t *testing.T, s store.Store) {
 	}
 	upd := *got
 	upd.Bytes, upd.Complete = 50, true
-	must(t, s.UpdateLog(ctx, &upd), "update log")
+	must(t, s.Builds("").UpdateLog(ctx, &upd), "update log")
 	logs, err := s.ListLogs(ctx, b.ID)
 	must(t, err, "list logs")
 	if len(logs) != 2 || logs[0].Seq != 1<<40 || logs[1].Seq != 3 || logs[1].SeqBytes != 99 || !logs[0].Complete {
 		t.Errorf("logs = %+v", logs)
 	}
-	must(t, s.SetLogProgress(ctx, nil), "empty progress")
+	must(t, s.Builds("").SetLogProgress(ctx, nil), "empty progress")
 }
