@@ -10,10 +10,15 @@ import (
 )
 
 // Facts are what a worker has: built-in facts (os, arch, cpus, memory,
-// hostname, drover_version), its owner's labels, and the output of the
+// hostname, drover_version, drover_protocol), its owner's labels, and the output of the
 // master's probes. A fact may hold several values (os: linux, debian,
 // debian-12); a requirement is met when any value meets it.
 type Facts map[string][]string
+
+// FactProtocol is the fact the master sets on every connected worker: the
+// version of the worker protocol it speaks (see workerproto), so that a
+// step needing a newer protocol can require it (">= 9").
+const FactProtocol = "drover_protocol"
 
 // Get returns the first value of fact name, or "".
 func (f Facts) Get(name string) string {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/config"
-	"github.com/drover-ci/drover/internal/master"
 	"github.com/drover-ci/drover/internal/pki"
 	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
@@ -285,18 +284,17 @@ func masterRunCmd(g *globals) *cobra.Command {
 				return exitError{code: 1, msg: "drover: config refused, not starting:\n" + err.Error()}
 			}
 			logger := g.logger()
-			m, err := master.New(cmd.Context(), master.Options{
-				Dir: dir, Config: cfg, ConfigPath: filepath.Join(dir, configFile), HTTPAddr: httpAddr, WorkersAddr: workersAddr,
-				Plaintext: plaintext, Logger: logger, Version: version,
-			})
+			sm, err := openMaster(cmd.Context(), masterSetup{dir: dir, cfg: cfg, configPath: filepath.Join(dir, configFile),
+				httpAddr: httpAddr, workersAddr: workersAddr, plaintext: plaintext, logger: logger})
 			if err != nil {
 				return err
 			}
-			addrs, _ := json.Marshal(map[string]string{"http": m.HTTPAddr(), "workers": m.WorkersAddr(), "ca_sha256": m.Fingerprint()})
+			m := sm.m
+			addrs, _ := json.Marshal(map[string]string{"http": sm.HTTPAddr(), "workers": sm.WorkersAddr(), "ca_sha256": sm.fingerprint})
 			if err := os.WriteFile(filepath.Join(dir, addressesFile), addrs, 0o644); err != nil {
 				logger.Warn("record addresses", "err", err)
 			}
-			fmt.Fprintf(g.stdout, "drover master: web UI and API at http://%s, workers at %s\n", m.HTTPAddr(), m.WorkersAddr())
+			fmt.Fprintf(g.stdout, "drover master: web UI and API at http://%s, workers at %s\n", sm.HTTPAddr(), sm.WorkersAddr())
 			ctx := cmd.Context()
 			pidFile := filepath.Join(dir, pidFileName)
 			if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -330,7 +328,7 @@ func masterRunCmd(g *globals) *cobra.Command {
 					}
 				}
 			}()
-			return m.Run(ctx)
+			return sm.run(ctx)
 		},
 	}
 	c.Flags().StringVar(&httpAddr, "http", "", "listen address for the web UI and API (default: the config's, :8010)")

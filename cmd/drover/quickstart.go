@@ -15,9 +15,8 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/agent"
+	"github.com/drover-ci/drover/internal/api"
 	"github.com/drover-ci/drover/internal/config"
-	"github.com/drover-ci/drover/internal/master"
-	"github.com/drover-ci/drover/internal/store"
 )
 
 func quickstartCmd(g *globals) *cobra.Command {
@@ -146,20 +145,20 @@ func quickstart(ctx context.Context, g *globals, dir, httpAddr string, nworkers 
 	if err != nil {
 		return exitError{code: 1, msg: "drover: config refused:\n" + err.Error()}
 	}
-	m, err := master.New(ctx, master.Options{
-		Dir: mdir, Config: cfg, ConfigPath: filepath.Join(mdir, configFile), HTTPAddr: httpAddr, WorkersAddr: "127.0.0.1:0", Logger: logger, Version: version,
-	})
+	sm, err := openMaster(ctx, masterSetup{dir: mdir, cfg: cfg, configPath: filepath.Join(mdir, configFile),
+		httpAddr: httpAddr, workersAddr: "127.0.0.1:0", logger: logger})
 	if err != nil {
 		return err
 	}
+	m := sm.m.API()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return m.Run(ctx) })
+	eg.Go(func() error { return sm.run(ctx) })
 	for i := 1; i <= nworkers; i++ {
 		a, err := agent.New(agent.Config{
-			Masters: []string{m.WorkersAddr()}, Name: fmt.Sprintf("local-%d", i), Token: secrets.enrollToken,
-			Dir: filepath.Join(dir, "workers", fmt.Sprintf("local-%d", i)), CAFingerprint: m.Fingerprint(),
+			Masters: []string{sm.WorkersAddr()}, Name: fmt.Sprintf("local-%d", i), Token: secrets.enrollToken,
+			Dir: filepath.Join(dir, "workers", fmt.Sprintf("local-%d", i)), CAFingerprint: sm.fingerprint,
 			Labels: map[string]string{"quickstart": "yes"}, Version: version, Logger: logger,
 		})
 		if err != nil {
@@ -177,7 +176,7 @@ func quickstart(ctx context.Context, g *globals, dir, httpAddr string, nworkers 
 		return err
 	}
 	url := m.URL()
-	if b := waitForBuild(ctx, m.Store(), req.ID); b != nil {
+	if b := waitForBuild(ctx, m.Reader(), req.ID); b != nil {
 		url = fmt.Sprintf("%s/builds/%d", m.URL(), b.ID)
 	}
 	fmt.Fprintf(g.stdout, `
@@ -205,7 +204,7 @@ Press Ctrl-C to stop.
 
 // waitForBuild waits briefly for the request's build to start so that the
 // URL printed is the build's own page.
-func waitForBuild(ctx context.Context, st store.Store, reqID int64) *drover.Build {
+func waitForBuild(ctx context.Context, st api.Reader, reqID int64) *drover.Build {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		bs, err := st.ListBuilds(ctx, drover.BuildFilter{RequestID: reqID, Limit: 1})

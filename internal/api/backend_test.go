@@ -150,7 +150,7 @@ func (b *testBackend) CancelBuild(ctx context.Context, id int64, reason string) 
 	if build.State == drover.BuildFinished {
 		return drover.Errorf(drover.Conflict, "build %d has finished", id)
 	}
-	if err := b.st.FinishBuild(ctx, id, drover.Cancelled, reason, time.Now().UTC(), false); err != nil {
+	if err := b.st.Builds("").FinishBuild(ctx, id, drover.Cancelled, reason, time.Now().UTC(), false); err != nil {
 		return err
 	}
 	b.bus.Publish(events.Event{Type: events.BuildFinished, BuildID: id, Builder: build.Builder, Result: string(drover.Cancelled)})
@@ -311,7 +311,7 @@ func (m *memLogs) append(ctx context.Context, id int64, p []byte, done bool) err
 	close(l.changed)
 	l.changed = make(chan struct{})
 	m.mu.Unlock()
-	return m.st.UpdateLog(ctx, &entry)
+	return m.st.Builds("").UpdateLog(ctx, &entry)
 }
 
 func (m *memLogs) read(id, offset int64, w io.Writer) error {
@@ -511,11 +511,11 @@ func (f *fixture) claim(t *testing.T, id int64, worker string) (*drover.Build, *
 		t.Fatal(err)
 	}
 	steps := []drover.Step{{BuildID: b.ID, Index: 0, Name: "compile", State: drover.StepRunning, Started: time.Now().UTC()}}
-	if err := f.st.AddSteps(ctx, steps); err != nil {
+	if err := f.st.Builds("").AddSteps(ctx, steps); err != nil {
 		t.Fatal(err)
 	}
 	l := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
-	if err := f.st.AddLog(ctx, l); err != nil {
+	if err := f.st.Builds("").AddLog(ctx, l); err != nil {
 		t.Fatal(err)
 	}
 	return b, l
@@ -524,7 +524,7 @@ func (f *fixture) claim(t *testing.T, id int64, worker string) (*drover.Build, *
 // finish ends build id with result; requeue sends its request back.
 func (f *fixture) finish(t *testing.T, id int64, result drover.Result, requeue bool) {
 	t.Helper()
-	if err := f.st.FinishBuild(context.Background(), id, result, "done", time.Now().UTC(), requeue); err != nil {
+	if err := f.st.Builds("").FinishBuild(context.Background(), id, result, "done", time.Now().UTC(), requeue); err != nil {
 		t.Error(err) // may run in a goroutine: no Fatal
 	}
 }

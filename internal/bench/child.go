@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/drover-ci/drover/internal/mastertest"
 )
 
 // FleetChildEnv, set to "1" in a process's environment, tells it to run
@@ -24,8 +26,8 @@ const FleetChildEnv = "DROVER_BENCH_FLEET_CHILD"
 
 // childSpec is what the parent sends a fleet child on its stdin.
 type childSpec struct {
-	Addr  string `json:"addr"`
-	Creds []cred `json:"creds"`
+	Addr  string            `json:"addr"`
+	Creds []mastertest.Cred `json:"creds"`
 }
 
 // childReport is one line a fleet child writes on its stdout.
@@ -52,7 +54,7 @@ func RunFleetChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	f := startFleet(ctx, spec.Addr, spec.Creds, behavior{}, slog.New(slog.DiscardHandler))
+	f := mastertest.StartFleet(ctx, spec.Addr, spec.Creds, mastertest.Behavior{}, slog.New(slog.DiscardHandler))
 	defer f.Close()
 
 	var wg sync.WaitGroup
@@ -76,7 +78,7 @@ func RunFleetChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-f.changed:
+		case <-f.Changed():
 		case <-tick.C:
 		}
 	}
@@ -94,7 +96,7 @@ type childFleet struct {
 }
 
 // startChildFleet starts argv as a fleet child connecting creds to addr.
-func startChildFleet(ctx context.Context, argv []string, addr string, cs []cred) (*childFleet, error) {
+func startChildFleet(ctx context.Context, argv []string, addr string, cs []mastertest.Cred) (*childFleet, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), FleetChildEnv+"=1")
 	cmd.Stderr = os.Stderr
@@ -138,7 +140,7 @@ func startChildFleet(ctx context.Context, argv []string, addr string, cs []cred)
 // Connected is the child's last reported count of connected workers.
 func (c *childFleet) Connected() int { return int(c.connected.Load()) }
 
-func (c *childFleet) waitConnected(ctx context.Context, n int) error {
+func (c *childFleet) WaitConnected(ctx context.Context, n int) error {
 	for c.Connected() != n {
 		select {
 		case <-ctx.Done():

@@ -2,37 +2,24 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/config"
-	"github.com/drover-ci/drover/internal/master"
+	"github.com/drover-ci/drover/internal/mastertest"
 	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
 )
 
 // runningMaster is a master serving on loopback until stop.
 type runningMaster struct {
-	m       *master.Master
-	cfgPath string
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error // Run's result, set before done closes
-
-	stopOnce sync.Once
+	*mastertest.Master
 }
 
 // configSource is a master config with n one-step builders b0…b(n-1).
@@ -50,54 +37,25 @@ func configSource(title string, n int, step string, logMax int64) string {
 // scenario writes.
 const defaultLogMax = 1 << 30
 
-// startMaster writes cfgSrc to dir/master.star, loads it as the master
-// does, and runs a master on 127.0.0.1 (workersAddr "" for any port).
+// startMaster runs a master from config source cfgSrc in dir on 127.0.0.1
+// (workersAddr "" for any port). Its tokens are hashed at bcrypt's default
+// cost, as a real master's are: the scenarios that enroll workers measure
+// that too.
 func startMaster(ctx context.Context, e *env, dir, cfgSrc, workersAddr string) (*runningMaster, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("master dir: %w", err)
-	}
-	path := filepath.Join(dir, "master.star")
-	if err := os.WriteFile(path, []byte(cfgSrc), 0o644); err != nil {
-		return nil, fmt.Errorf("write config: %w", err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, fmt.Errorf("bench config: %w", err)
-	}
-	if workersAddr == "" {
-		workersAddr = "127.0.0.1:0"
-	}
-	m, err := master.New(ctx, master.Options{
-		Dir: dir, Config: cfg, HTTPAddr: "127.0.0.1:0", WorkersAddr: workersAddr, Plaintext: true,
-		Logger: e.mlog, Version: "bench",
-	})
+	m, err := mastertest.Start(ctx, mastertest.Options{Dir: dir, Config: cfgSrc, WorkersAddr: workersAddr,
+		Logger: e.mlog, Tokens: tokens.Hasher{Cost: bcrypt.DefaultCost}})
 	if err != nil {
 		return nil, fmt.Errorf("start master: %w", err)
 	}
-	// The master outlives a cancelled scenario context only until stop,
-	// which every caller defers.
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	rm := &runningMaster{m: m, cfgPath: path, cancel: cancel, done: make(chan struct{})}
-	go func() { // owned: stop cancels and waits for it
-		defer close(rm.done)
-		rm.err = m.Run(rctx)
-	}()
-	return rm, nil
+	return &runningMaster{m}, nil
 }
 
-// stop ends the master and waits for Run to return. It is idempotent.
-func (rm *runningMaster) stop() error {
-	rm.stopOnce.Do(rm.cancel)
-	<-rm.done
-	if rm.err != nil && !errors.Is(rm.err, context.Canceled) {
-		return fmt.Errorf("master: %w", rm.err)
-	}
-	return nil
-}
+// stop ends the master and waits for it. It is idempotent.
+func (rm *runningMaster) stop() error { return rm.Stop() }
 
 // waitHTTP waits until the master's HTTP port answers.
 func (rm *runningMaster) waitHTTP(ctx context.Context) error {
-	return waitHTTP(ctx, "http://"+rm.m.HTTPAddr()+"/api/v1/version")
+	return waitHTTP(ctx, rm.URL+"/api/v1/version")
 }
 
 func waitHTTP(ctx context.Context, url string) error {
@@ -121,78 +79,6 @@ func waitHTTP(ctx context.Context, url string) error {
 		}
 	}
 }
-
-// cred is how a simulated worker authenticates: its own token, or an
-// enrollment token it trades for one on first connect.
-type cred struct {
-	Name   string `json:"name"`
-	Token  string `json:"token,omitempty"`
-	Enroll string `json:"enroll,omitempty"`
-}
-
-// enrollCreds makes one enrollment token in st and n credentials that
-// enroll with it: the path a real worker takes, bcrypt and all.
-func enrollCreds(ctx context.Context, st store.Store, prefix string, n int) ([]cred, error) {
-	secret, t, err := tokens.New(drover.TokenEnroll, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	t.Comment = "drover-bench"
-	if err := st.AddToken(ctx, &t); err != nil {
-		return nil, fmt.Errorf("add enrollment token: %w", err)
-	}
-	out := make([]cred, n)
-	for i := range out {
-		out[i] = cred{Name: fmt.Sprintf("%s-%05d", prefix, i), Enroll: secret}
-	}
-	return out, nil
-}
-
-// provisionCreds stores n worker tokens directly, sharing one secret
-// hashed at bcrypt's minimum cost. Enrolling thousands of workers costs
-// three bcrypt runs each at the default cost (about 0.2 s of CPU per
-// worker here), which would measure bcrypt, not the master; the connect
-// scenario measures that cost separately on a sample.
-func provisionCreds(ctx context.Context, st store.Store, prefix string, n int) ([]cred, error) {
-	sb := make([]byte, 32)
-	if _, err := rand.Read(sb); err != nil {
-		return nil, fmt.Errorf("make secret: %w", err)
-	}
-	secret := base64.RawURLEncoding.EncodeToString(sb)
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
-	if err != nil {
-		return nil, fmt.Errorf("hash secret: %w", err)
-	}
-	idb := make([]byte, 4)
-	if _, err := rand.Read(idb); err != nil {
-		return nil, fmt.Errorf("make token id: %w", err)
-	}
-	now := time.Now().UTC()
-	out := make([]cred, n)
-	for i := range out {
-		id := fmt.Sprintf("%x%06x", idb, i)
-		name := fmt.Sprintf("%s-%05d", prefix, i)
-		t := drover.Token{ID: id, Kind: drover.TokenWorker, Hash: string(hash), Worker: name, Comment: "drover-bench", Created: now, UsesLeft: -1}
-		if err := st.AddToken(ctx, &t); err != nil {
-			return nil, fmt.Errorf("add worker token %d: %w", i, err)
-		}
-		out[i] = cred{Name: name, Token: fmt.Sprintf("%s%s_%s_%s", tokens.Prefix, drover.TokenWorker, id, secret)}
-	}
-	return out, nil
-}
-
-// creds gives n workers credentials: real enrollment for small fleets,
-// provisioned tokens for large ones.
-func creds(ctx context.Context, st store.Store, prefix string, n int) ([]cred, error) {
-	if n <= enrollLimit {
-		return enrollCreds(ctx, st, prefix, n)
-	}
-	return provisionCreds(ctx, st, prefix, n)
-}
-
-// enrollLimit is the largest fleet that enrolls for real; see
-// provisionCreds.
-const enrollLimit = 10
 
 // memSample is the Go runtime's view of this process's memory.
 type memSample struct {

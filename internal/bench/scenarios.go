@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/mastertest"
 	"github.com/drover-ci/drover/internal/store"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
@@ -27,20 +28,20 @@ func runDispatch(ctx context.Context, e *env, res *Result) error {
 		return err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
-	cs, err := creds(ctx, st, "dispatch", sz.DispatchWorkers)
+	st := rm.Store
+	cs, err := mastertest.Creds(ctx, st, "dispatch", sz.DispatchWorkers)
 	if err != nil {
 		return err
 	}
 	runs := make(chan time.Time, 1)
 	done := make(chan struct{}, 1)
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{
 		OnRun:  func(_ string, _ *pb.RunCommand, at time.Time) { runs <- at },
 		OnDone: func(string, string) { done <- struct{}{} },
 	}, e.log)
 	defer f.Close()
 	defer rm.stop() // before the fleet goes: a build whose worker vanished waits out its grace
-	if err := f.waitConnected(ctx, len(cs)); err != nil {
+	if err := f.WaitConnected(ctx, len(cs)); err != nil {
 		return err
 	}
 	const warmup = 10
@@ -48,7 +49,7 @@ func runDispatch(ctx context.Context, e *env, res *Result) error {
 	for i := range sz.DispatchForces + warmup {
 		req := &drover.BuildRequest{Builder: "b0", Reason: "bench"}
 		start := time.Now()
-		if err := rm.m.Force(ctx, req); err != nil {
+		if err := rm.API().Force(ctx, req); err != nil {
 			return fmt.Errorf("force: %w", err)
 		}
 		var at time.Time
@@ -97,14 +98,14 @@ func throughputOnce(ctx context.Context, e *env, workers, builds int) (float64, 
 		return 0, err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
-	cs, err := creds(ctx, st, "tp", workers)
+	st := rm.Store
+	cs, err := mastertest.Creds(ctx, st, "tp", workers)
 	if err != nil {
 		return 0, err
 	}
 	var finished atomic.Int64
 	allDone := make(chan struct{})
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{
 		OnDone: func(string, string) {
 			if finished.Add(1) == int64(builds) {
 				close(allDone)
@@ -113,7 +114,7 @@ func throughputOnce(ctx context.Context, e *env, workers, builds int) (float64, 
 	}, e.log)
 	defer f.Close()
 	defer rm.stop() // before the fleet goes: a build whose worker vanished waits out its grace
-	if err := f.waitConnected(ctx, len(cs)); err != nil {
+	if err := f.WaitConnected(ctx, len(cs)); err != nil {
 		return 0, err
 	}
 	start := time.Now()
@@ -146,7 +147,7 @@ func forceMany(ctx context.Context, rm *runningMaster, n int, builder func(i int
 				if i >= n {
 					return
 				}
-				if err := rm.m.Force(ctx, &drover.BuildRequest{Builder: builder(i), Reason: "bench"}); err != nil {
+				if err := rm.API().Force(ctx, &drover.BuildRequest{Builder: builder(i), Reason: "bench"}); err != nil {
 					errs <- fmt.Errorf("force %d: %w", i, err)
 					return
 				}
@@ -177,7 +178,7 @@ func runFleet(ctx context.Context, e *env, res *Result) error {
 
 // connector is a running fleet, in this process or a child.
 type connector interface {
-	waitConnected(ctx context.Context, n int) error
+	WaitConnected(ctx context.Context, n int) error
 	Connected() int
 }
 
@@ -189,8 +190,8 @@ func fleetOnce(ctx context.Context, e *env, res *Result, n int) error {
 		return err
 	}
 	defer func() { rm.stop() }()
-	addr := rm.m.WorkersAddr()
-	cs, err := provisionCreds(ctx, rm.m.Store(), "fleet", n)
+	addr := rm.WorkersAddr
+	cs, err := mastertest.ProvisionCreds(ctx, rm.Store, "fleet", n)
 	if err != nil {
 		return err
 	}
@@ -208,11 +209,11 @@ func fleetOnce(ctx context.Context, e *env, res *Result, n int) error {
 		defer c.Close()
 		fl = c
 	} else {
-		f := startFleet(ctx, addr, cs, behavior{}, e.log)
+		f := mastertest.StartFleet(ctx, addr, cs, mastertest.Behavior{}, e.log)
 		defer f.Close()
 		fl = f
 	}
-	if err := fl.waitConnected(ctx, n); err != nil {
+	if err := fl.WaitConnected(ctx, n); err != nil {
 		return err
 	}
 	connect := time.Since(start)
@@ -241,7 +242,7 @@ func fleetOnce(ctx context.Context, e *env, res *Result, n int) error {
 		return fmt.Errorf("restart: %w", err)
 	}
 	restarted := time.Now()
-	if err := fl.waitConnected(ctx, n); err != nil {
+	if err := fl.WaitConnected(ctx, n); err != nil {
 		return fmt.Errorf("after restart: %w", err)
 	}
 	res.add(fmt.Sprintf("connect storm after restart, %d workers", n), time.Since(restarted).Seconds(), "s")
@@ -257,13 +258,13 @@ func authCost(ctx context.Context, e *env, res *Result) error {
 		return err
 	}
 	defer rm.stop()
-	cs, err := enrollCreds(ctx, rm.m.Store(), "auth", 1)
+	cs, err := mastertest.EnrollCreds(ctx, rm.Store, "auth", 1)
 	if err != nil {
 		return err
 	}
 	// Enroll once, then time reconnects with the real-cost worker token.
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{}, e.log)
-	if err := f.waitConnected(ctx, 1); err != nil {
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{}, e.log)
+	if err := f.WaitConnected(ctx, 1); err != nil {
 		f.Close()
 		return err
 	}
@@ -271,9 +272,9 @@ func authCost(ctx context.Context, e *env, res *Result) error {
 	const tries = 5
 	var total time.Duration
 	for range tries {
-		g := startFleet(ctx, rm.m.WorkersAddr(), f.creds, behavior{}, e.log)
+		g := mastertest.StartFleet(ctx, rm.WorkersAddr, f.Creds(), mastertest.Behavior{}, e.log)
 		start := time.Now()
-		err := g.waitConnected(ctx, 1)
+		err := g.WaitConnected(ctx, 1)
 		total += time.Since(start)
 		g.Close()
 		if err != nil {
@@ -322,21 +323,21 @@ func tailLatency(ctx context.Context, e *env, n int, each time.Duration) ([]time
 		return nil, err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
-	cs, err := creds(ctx, st, "tail", 1)
+	st := rm.Store
+	cs, err := mastertest.Creds(ctx, st, "tail", 1)
 	if err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{Ticks: n, TickEvery: each,
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{Ticks: n, TickEvery: each,
 		OnDone: func(string, string) { close(done) }}, e.log)
 	defer f.Close()
 	defer rm.stop()
-	if err := f.waitConnected(ctx, len(cs)); err != nil {
+	if err := f.WaitConnected(ctx, len(cs)); err != nil {
 		return nil, err
 	}
 	req := &drover.BuildRequest{Builder: "b0", Reason: "bench tail"}
-	if err := rm.m.Force(ctx, req); err != nil {
+	if err := rm.API().Force(ctx, req); err != nil {
 		return nil, err
 	}
 	// The step's log row exists once the command is sent.
@@ -354,7 +355,7 @@ func tailLatency(ctx context.Context, e *env, n int, each time.Duration) ([]time
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	url := fmt.Sprintf("http://%s/api/v1/logs/%d/stream", rm.m.HTTPAddr(), logID)
+	url := fmt.Sprintf("http://%s/api/v1/logs/%d/stream", rm.HTTPAddr, logID)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -408,8 +409,8 @@ func logsOnce(ctx context.Context, e *env, builds int, bytes int64, chunk int) (
 		return 0, 0, 0, err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
-	cs, err := creds(ctx, st, "logs", builds)
+	st := rm.Store
+	cs, err := mastertest.Creds(ctx, st, "logs", builds)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -417,7 +418,7 @@ func logsOnce(ctx context.Context, e *env, builds int, bytes int64, chunk int) (
 	var startAt time.Time
 	var finished atomic.Int64
 	allDone := make(chan struct{})
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{
 		OutputBytes: bytes, Chunk: chunk,
 		OnRun: func(_ string, _ *pb.RunCommand, at time.Time) { first.Do(func() { startAt = at }) },
 		OnDone: func(string, string) {
@@ -428,7 +429,7 @@ func logsOnce(ctx context.Context, e *env, builds int, bytes int64, chunk int) (
 	}, e.log)
 	defer f.Close()
 	defer rm.stop() // before the fleet goes: a build whose worker vanished waits out its grace
-	if err := f.waitConnected(ctx, len(cs)); err != nil {
+	if err := f.WaitConnected(ctx, len(cs)); err != nil {
 		return 0, 0, 0, err
 	}
 	base = settledMem().HeapInuse
@@ -469,9 +470,9 @@ func runStart(ctx context.Context, e *env, res *Result) error {
 	if err != nil {
 		return err
 	}
-	cs, err := provisionCreds(ctx, rm.m.Store(), "start", 1)
+	cs, err := mastertest.ProvisionCreds(ctx, rm.Store, "start", 1)
 	if err == nil {
-		err = fillPending(ctx, rm.m.Store(), n)
+		err = fillPending(ctx, rm.Store, n)
 	}
 	if serr := rm.stop(); err == nil {
 		err = serr
@@ -489,7 +490,7 @@ func runStart(ctx context.Context, e *env, res *Result) error {
 	defer rm.stop()
 	// The worker dials as soon as the port is bound, as a waiting fleet
 	// would: the first build measures the whole start.
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{
 		OnRun: func(_ string, _ *pb.RunCommand, at time.Time) {
 			select {
 			case firstRun <- at:

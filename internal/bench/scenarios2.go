@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/mastertest"
 	"github.com/drover-ci/drover/internal/store"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
@@ -39,7 +40,7 @@ func runWeb(ctx context.Context, e *env, res *Result) error {
 	if err := rm.waitHTTP(ctx); err != nil {
 		return err
 	}
-	base := "http://" + rm.m.HTTPAddr()
+	base := rm.URL
 	client := &http.Client{Timeout: 30 * time.Second}
 	pages := []struct {
 		name, path string
@@ -139,14 +140,14 @@ func fillHistory(ctx context.Context, dsn string, builders, builds int) error {
 				{BuildID: b.ID, Index: 0, Name: "compile", State: drover.StepFinished, Result: drover.Success, ExitCode: &exit, Started: t0, Finished: t0.Add(20 * time.Second)},
 				{BuildID: b.ID, Index: 1, Name: "test", State: drover.StepFinished, Result: result, ExitCode: &exit, Started: t0.Add(20 * time.Second), Finished: t0.Add(50 * time.Second)},
 			}
-			if err := st.AddSteps(ctx, steps); err != nil {
+			if err := st.Builds("").AddSteps(ctx, steps); err != nil {
 				return fmt.Errorf("add steps of build %d: %w", b.ID, err)
 			}
 			summary := ""
 			if !result.IsGood() {
 				summary = "test: " + string(result)
 			}
-			if err := st.FinishBuild(ctx, b.ID, result, summary, t0.Add(50*time.Second), false); err != nil {
+			if err := st.Builds("").FinishBuild(ctx, b.ID, result, summary, t0.Add(50*time.Second), false); err != nil {
 				return fmt.Errorf("finish build %d: %w", b.ID, err)
 			}
 		}
@@ -168,15 +169,15 @@ func runReconfig(ctx context.Context, e *env, res *Result) error {
 		return err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
+	st := rm.Store
 	running := sz.ReconfigRunning
-	cs, err := creds(ctx, st, "reconfig", running)
+	cs, err := mastertest.Creds(ctx, st, "reconfig", running)
 	if err != nil {
 		return err
 	}
 	var started, finished atomic.Int64
 	allStarted, allDone := make(chan struct{}), make(chan struct{})
-	f := startFleet(ctx, rm.m.WorkersAddr(), cs, behavior{
+	f := mastertest.StartFleet(ctx, rm.WorkersAddr, cs, mastertest.Behavior{
 		Hold: true,
 		OnRun: func(string, *pb.RunCommand, time.Time) {
 			if started.Add(1) == int64(running) {
@@ -191,7 +192,7 @@ func runReconfig(ctx context.Context, e *env, res *Result) error {
 	}, e.log)
 	defer f.Close()
 	defer rm.stop() // before the fleet goes: a build whose worker vanished waits out its grace
-	if err := f.waitConnected(ctx, len(cs)); err != nil {
+	if err := f.WaitConnected(ctx, len(cs)); err != nil {
 		return err
 	}
 	if err := forceMany(ctx, rm, running, func(i int) string { return fmt.Sprintf("b%d", i%n) }); err != nil {
@@ -205,16 +206,16 @@ func runReconfig(ctx context.Context, e *env, res *Result) error {
 	var times []time.Duration
 	for i := range sz.ReconfigReloads {
 		// Alternate two configs so that every reload really changes it.
-		if err := os.WriteFile(rm.cfgPath, []byte(srcs[(i+1)%2]), 0o644); err != nil {
+		if err := os.WriteFile(rm.ConfigPath, []byte(srcs[(i+1)%2]), 0o644); err != nil {
 			return fmt.Errorf("write config: %w", err)
 		}
 		start := time.Now()
-		if err := rm.m.ReloadFrom(ctx, rm.cfgPath); err != nil {
+		if err := rm.Reload(ctx); err != nil {
 			return fmt.Errorf("reload: %w", err)
 		}
 		times = append(times, time.Since(start))
 	}
-	f.releaseHeld()
+	f.ReleaseHeld()
 	select {
 	case <-allDone:
 	case <-ctx.Done():
@@ -251,8 +252,8 @@ func runWorker(ctx context.Context, e *env, res *Result) error {
 		return err
 	}
 	defer rm.stop()
-	st := rm.m.Store()
-	cs, err := enrollCreds(ctx, st, "real", 1)
+	st := rm.Store
+	cs, err := mastertest.EnrollCreds(ctx, st, "real", 1)
 	if err != nil {
 		return err
 	}
@@ -261,7 +262,7 @@ func runWorker(ctx context.Context, e *env, res *Result) error {
 		return fmt.Errorf("worker log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "worker", "run", "--master", rm.m.WorkersAddr(), "--token", cs[0].Enroll,
+	cmd := exec.Command(bin, "worker", "run", "--master", rm.WorkersAddr, "--token", cs[0].Enroll,
 		"--name", cs[0].Name, "--dir", filepath.Join(e.dir, "worker"), "--plaintext")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -303,7 +304,7 @@ func runWorker(ctx context.Context, e *env, res *Result) error {
 
 	req := &drover.BuildRequest{Builder: "b0", Reason: "bench"}
 	start := time.Now()
-	if err := rm.m.Force(ctx, req); err != nil {
+	if err := rm.API().Force(ctx, req); err != nil {
 		return fmt.Errorf("force: %w", err)
 	}
 	var peak uint64

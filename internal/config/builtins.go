@@ -21,7 +21,7 @@ import (
 
 // builtinFacts are the facts every worker reports itself; a probe of the
 // same name would silently fight with them.
-var builtinFacts = []string{"arch", "cpus", "drover_version", "hostname", "memory", "os"}
+var builtinFacts = []string{"arch", "cpus", drover.FactProtocol, "drover_version", "hostname", "memory", "os"}
 
 // module builds the drover module for one load. Its functions close over
 // the loader, so two loads never share state.

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/drover-ci/drover"
@@ -30,6 +31,11 @@ type Config struct {
 	Hash string `json:"hash"`
 	// Files are the absolute paths of the files loaded, the main file first.
 	Files []string `json:"files"`
+
+	// byName indexes Builders, made on first use: a config is never
+	// changed once loaded.
+	indexOnce sync.Once
+	byName    map[string]int
 }
 
 // Master is how the master process itself runs.
@@ -199,6 +205,21 @@ func readError(path string, err error) error {
 		return drover.Errorf(drover.NotFound, "config %s: %w", path, err)
 	}
 	return drover.Errorf(drover.Invalid, "config %s: %w", path, err)
+}
+
+// Builder returns the builder called name.
+func (c *Config) Builder(name string) (*drover.Builder, bool) {
+	c.indexOnce.Do(func() {
+		c.byName = make(map[string]int, len(c.Builders))
+		for i := range c.Builders {
+			c.byName[c.Builders[i].Name] = i
+		}
+	})
+	i, ok := c.byName[name]
+	if !ok {
+		return nil, false
+	}
+	return &c.Builders[i], true
 }
 
 // WorkerFacts returns the facts the config sets for worker name, or nil.

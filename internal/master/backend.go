@@ -2,59 +2,156 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
+	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/logstore"
 	"github.com/drover-ci/drover/internal/tokens"
+	"github.com/drover-ci/drover/internal/workerhub"
 )
 
-// The master is the API's and web UI's backend.
-var _ api.Backend = (*Master)(nil)
-
-// Builders implements api.Backend.
-func (m *Master) Builders() []drover.Builder { return m.config().Builders }
-
-// Builder implements api.Backend.
-func (m *Master) Builder(name string) (*drover.Builder, bool) {
-	cfg := m.config()
-	for i := range cfg.Builders {
-		if cfg.Builders[i].Name == name {
-			return &cfg.Builders[i], true
-		}
-	}
-	return nil, false
+// backendStore is what the API's facade reads from the store, beyond the
+// API's own Reader: tokens, to authenticate, and artifacts, to serve them.
+type backendStore interface {
+	api.Reader
+	GetToken(ctx context.Context, id string) (*drover.Token, error)
+	GetArtifact(ctx context.Context, id int64) (*drover.Artifact, error)
 }
 
-// Title implements api.Backend.
-func (m *Master) Title() string { return m.config().Master.Title }
+// backend is the master as the REST API and the web UI see it: a thin
+// facade whose every method hands the call to the part that owns it.
+type backend struct {
+	reader    backendStore
+	cfg       func() *config.Config
+	configs   *configs
+	changes   *changesIn
+	runner    *runner
+	disp      *dispatcher
+	fleet     *fleet
+	locks     *lockManager
+	site      *site
+	logs      *logstore.Dir
+	bus       *events.Bus
+	artifacts string // the artifact directory
+	servedAt  string // the URL the caller serves the master at
+	reload    func(ctx context.Context) error
+	auth      *tokens.Cache // API tokens checked lately
+	now       func() time.Time
+	logger    *slog.Logger
+}
 
-// URL implements api.Backend: the configured public URL, or the address
-// the master listens on.
-func (m *Master) URL() string {
-	if u := m.config().Master.URL; u != "" {
+var (
+	_ api.Backend       = (*backend)(nil)
+	_ api.ArtifactFiles = (*backend)(nil)
+)
+
+func (b *backend) Reader() api.Reader         { return b.reader }
+func (b *backend) Builders() []drover.Builder { return b.cfg().Builders }
+func (b *backend) Title() string              { return b.cfg().Master.Title }
+func (b *backend) Events() *events.Subscription {
+	return b.bus.Subscribe()
+}
+
+func (b *backend) Builder(name string) (*drover.Builder, bool) { return b.cfg().Builder(name) }
+
+// URL is the configured public URL, or the address the master is served at.
+func (b *backend) URL() string {
+	if u := b.cfg().Master.URL; u != "" {
 		return strings.TrimRight(u, "/")
 	}
-	return "http://" + m.HTTPAddr()
+	return b.servedAt
 }
 
-// Events implements api.Backend.
-func (m *Master) Events() *events.Subscription { return m.bus.Subscribe() }
+func (b *backend) Force(ctx context.Context, req *drover.BuildRequest) error {
+	return b.changes.force(ctx, req)
+}
 
-// ReadLog implements api.Backend.
-func (m *Master) ReadLog(ctx context.Context, id int64, offset int64, w io.Writer) error {
-	l, err := m.store.GetLog(ctx, id)
+func (b *backend) AddChange(ctx context.Context, c *drover.Change) error {
+	return b.changes.addChange(ctx, c)
+}
+
+func (b *backend) CancelBuild(ctx context.Context, id int64, reason string) error {
+	return b.runner.cancelBuild(ctx, id, reason)
+}
+
+func (b *backend) CancelRequest(ctx context.Context, id int64, reason string) error {
+	return b.runner.cancelRequest(ctx, id, reason)
+}
+
+func (b *backend) Queue(ctx context.Context) ([]drover.QueueEntry, error) { return b.disp.queue(ctx) }
+func (b *backend) Locks() []drover.LockState                              { return b.locks.states() }
+
+func (b *backend) SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error {
+	return b.fleet.setAvailability(ctx, worker, a, reason, by)
+}
+
+func (b *backend) SetApproval(ctx context.Context, worker, approval, by string) error {
+	return b.fleet.setApproval(ctx, worker, approval, by)
+}
+
+func (b *backend) ConfigStatus() api.ConfigStatus                   { return b.configs.state() }
+func (b *backend) Site(ctx context.Context) (api.SiteStatus, error) { return b.site.status(ctx) }
+func (b *backend) Reload(ctx context.Context) error                 { return b.reload(ctx) }
+
+func (b *backend) Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error) {
+	bl, ok := b.cfg().Builder(builder)
+	if !ok {
+		return nil, drover.Errorf(drover.NotFound, "no builder named %q", builder)
+	}
+	return b.fleet.eligibility(ctx, bl)
+}
+
+// Authenticate checks an API token and returns its role.
+func (b *backend) Authenticate(ctx context.Context, token string) (drover.Role, error) {
+	if token == "" {
+		return "", drover.Errorf(drover.Unauthorized, "no token")
+	}
+	now := b.now()
+	if t, ok := b.auth.Get(token, now); ok {
+		return t.Role, nil
+	}
+	kind, id, secret, err := tokens.Parse(token)
+	if err != nil {
+		return "", err
+	}
+	if kind != drover.TokenAPI {
+		return "", drover.Errorf(drover.Unauthorized, "not an API token")
+	}
+	t, err := b.reader.GetToken(ctx, id)
+	if err != nil {
+		if drover.KindOf(err) == drover.NotFound {
+			return "", drover.Errorf(drover.Unauthorized, "unknown token")
+		}
+		return "", err
+	}
+	if err := tokens.Verify(t, secret, now); err != nil {
+		b.logger.Warn("API token refused", "token", tokens.Redact(token), "err", err)
+		return "", err
+	}
+	b.auth.Put(token, *t, now)
+	return t.Role, nil
+}
+
+// ReadLog writes the stored bytes of log id from offset to w.
+func (b *backend) ReadLog(ctx context.Context, id int64, offset int64, w io.Writer) error {
+	l, err := b.reader.GetLog(ctx, id)
 	if err != nil {
 		return err
 	}
-	if m.foreignLog(ctx, l) {
-		_, err = m.logs.CopyShared(ctx, id, offset, w)
+	if b.foreignLog(ctx, l) {
+		_, err = b.logs.CopyShared(ctx, id, offset, w)
 	} else {
-		_, err = m.logs.Copy(ctx, id, offset, w)
+		_, err = b.logs.Copy(ctx, id, offset, w)
 	}
 	if drover.KindOf(err) == drover.NotFound {
 		return nil // indexed but nothing written yet (or expired): empty
@@ -62,16 +159,17 @@ func (m *Master) ReadLog(ctx context.Context, id int64, offset int64, w io.Write
 	return err
 }
 
-// FollowLog implements api.Backend.
-func (m *Master) FollowLog(ctx context.Context, id int64, offset int64, fn func([]byte) error) error {
-	l, err := m.store.GetLog(ctx, id)
+// FollowLog calls fn with the bytes of log id from offset, stored then
+// live, until the log is complete or ctx is done.
+func (b *backend) FollowLog(ctx context.Context, id int64, offset int64, fn func([]byte) error) error {
+	l, err := b.reader.GetLog(ctx, id)
 	if err != nil {
 		return err
 	}
-	if m.foreignLog(ctx, l) {
-		err = m.logs.FollowShared(ctx, id, offset, sharedLogPoll, fn)
+	if b.foreignLog(ctx, l) {
+		err = b.logs.FollowShared(ctx, id, offset, sharedLogPoll, fn)
 	} else {
-		err = m.logs.Follow(ctx, id, offset, fn)
+		err = b.logs.Follow(ctx, id, offset, fn)
 	}
 	if drover.KindOf(err) == drover.NotFound && l.Complete {
 		return nil
@@ -85,207 +183,30 @@ const sharedLogPoll = 250 * time.Millisecond
 
 // foreignLog tells whether another master of the site writes log l: it
 // must then be read without being touched, and followed by polling.
-func (m *Master) foreignLog(ctx context.Context, l *drover.Log) bool {
-	if !m.shared || l.Complete {
+func (b *backend) foreignLog(ctx context.Context, l *drover.Log) bool {
+	if !b.site.shared || l.Complete {
 		return false
 	}
-	b, err := m.store.GetBuild(ctx, l.BuildID)
-	return err == nil && b.State == drover.BuildRunning && b.Master != m.id && b.Master != ""
+	bl, err := b.reader.GetBuild(ctx, l.BuildID)
+	return err == nil && bl.State == drover.BuildRunning && bl.Master != b.site.id && bl.Master != ""
 }
 
-// Force implements api.Backend.
-func (m *Master) Force(ctx context.Context, req *drover.BuildRequest) error {
-	b, ok := m.Builder(req.Builder)
-	if !ok {
-		return drover.Errorf(drover.NotFound, "no builder named %q", req.Builder)
-	}
-	if req.Source.Repository == "" {
-		if src := firstSource(b); src != nil {
-			req.Source.Repository = src.URL
-			if req.Source.Branch == "" && req.Source.Revision == "" && len(src.Branches) > 0 {
-				req.Source.Branch = src.Branches[0]
-			}
-		}
-	}
-	if req.Priority == 0 {
-		req.Priority = b.Priority
-	}
-	if req.Reason == "" {
-		req.Reason = "forced"
-	}
-	if err := m.store.AddRequests(ctx, []*drover.BuildRequest{req}); err != nil {
-		return fmt.Errorf("force %s: %w", req.Builder, err)
-	}
-	m.logger.Info("build forced", "builder", req.Builder, "request", req.ID, "reason", req.Reason)
-	m.bus.Publish(events.Event{Type: events.RequestAdded, Builder: req.Builder, Request: req.ID})
-	m.kick()
-	return nil
-}
-
-func firstSource(b *drover.Builder) *drover.GitSource {
-	for _, s := range b.Steps {
-		if s.Kind == drover.StepCheckout && s.Source != nil {
-			return s.Source
-		}
-	}
-	return nil
-}
-
-// AddChange implements api.Backend.
-func (m *Master) AddChange(ctx context.Context, c *drover.Change) error {
-	if c.Repository == "" || c.Branch == "" || c.Revision == "" {
-		return drover.Errorf(drover.Invalid, "a change needs a repository, a branch and a revision")
-	}
-	if c.When.IsZero() {
-		c.When = m.now()
-	}
-	if err := m.store.AddChange(ctx, c); err != nil {
-		return fmt.Errorf("add change: %w", err)
-	}
-	m.bus.Publish(events.Event{Type: events.ChangeAdded})
-	select {
-	case m.changes <- []*drover.Change{c}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
-}
-
-// addChanges stores changes from a poller and hands them to the schedulers.
-func (m *Master) addChanges(ctx context.Context, cs []*drover.Change) {
-	var stored []*drover.Change
-	for _, c := range cs {
-		if err := m.store.AddChange(ctx, c); err != nil {
-			m.logger.Error("store change", "repository", c.Repository, "revision", c.Revision, "err", err)
-			continue
-		}
-		stored = append(stored, c)
-	}
-	if len(stored) == 0 {
-		return
-	}
-	m.bus.Publish(events.Event{Type: events.ChangeAdded})
-	select {
-	case m.changes <- stored:
-	case <-ctx.Done():
-	}
-}
-
-// CancelRequest implements api.Backend.
-func (m *Master) CancelRequest(ctx context.Context, id int64, reason string) error {
-	if reason == "" {
-		reason = "cancelled by request"
-	}
-	req, err := m.store.GetRequest(ctx, id)
+// OpenArtifact implements api.ArtifactFiles.
+func (b *backend) OpenArtifact(ctx context.Context, id int64) (*drover.Artifact, *os.File, error) {
+	a, err := b.reader.GetArtifact(ctx, id)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if req.State == drover.RequestClaimed {
-		builds, err := m.store.ListBuilds(ctx, drover.BuildFilter{RequestID: id, State: drover.BuildRunning})
-		if err != nil {
-			return err
-		}
-		for _, b := range builds {
-			return m.CancelBuild(ctx, b.ID, reason)
-		}
-	}
-	if err := m.store.CancelRequest(ctx, id, reason); err != nil {
-		return err
-	}
-	m.bus.Publish(events.Event{Type: events.RequestChanged, Builder: req.Builder, Request: id})
-	return nil
-}
-
-// Eligibility implements api.Backend.
-func (m *Master) Eligibility(ctx context.Context, builder string) ([]drover.Eligibility, error) {
-	b, ok := m.Builder(builder)
-	if !ok {
-		return nil, drover.Errorf(drover.NotFound, "no builder named %q", builder)
-	}
-	workers, err := m.store.ListWorkers(ctx)
+	p, err := workerhub.ArtifactFile(b.artifacts, a.BuildID, a.Path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]drover.Eligibility, 0, len(workers))
-	for _, w := range workers {
-		facts := w.Facts
-		if s, ok := m.hub.Session(w.Name); ok {
-			facts = m.facts(s)
-		} else {
-			facts = facts.Merge(labelFacts(w.Labels)).Merge(m.config().WorkerFacts(w.Name))
-		}
-		e := drover.CheckEligibility(b, w.Name, facts)
-		if _, ok := m.hub.Session(w.Name); !ok {
-			e.Reasons = append(e.Reasons, "not connected now")
-		}
-		out = append(out, e)
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, drover.Errorf(drover.NotFound, "artifact %d (%s): its file is gone", id, a.Path)
 	}
-	return out, nil
-}
-
-func labelFacts(labels drover.Properties) drover.Facts {
-	f := drover.Facts{}
-	for k, v := range labels {
-		f[k] = []string{v}
-	}
-	return f
-}
-
-// Authenticate implements api.Backend.
-func (m *Master) Authenticate(ctx context.Context, token string) (drover.Role, error) {
-	if token == "" {
-		return "", drover.Errorf(drover.Unauthorized, "no token")
-	}
-	now := m.now()
-	if t, ok := m.auth.Get(token, now); ok {
-		return t.Role, nil
-	}
-	kind, id, secret, err := tokens.Parse(token)
 	if err != nil {
-		return "", err
+		return nil, nil, fmt.Errorf("open artifact %d: %w", id, err)
 	}
-	if kind != drover.TokenAPI {
-		return "", drover.Errorf(drover.Unauthorized, "not an API token")
-	}
-	t, err := m.store.GetToken(ctx, id)
-	if err != nil {
-		if drover.KindOf(err) == drover.NotFound {
-			return "", drover.Errorf(drover.Unauthorized, "unknown token")
-		}
-		return "", err
-	}
-	if err := tokens.Verify(t, secret, now); err != nil {
-		m.logger.Warn("API token refused", "token", tokens.Redact(token), "err", err)
-		return "", err
-	}
-	m.auth.Put(token, *t, now)
-	return t.Role, nil
+	return a, f, nil
 }
-
-// SetAvailability implements api.Backend.
-func (m *Master) SetAvailability(ctx context.Context, worker string, a drover.Availability, reason, by string) error {
-	var o *drover.AvailabilityOverride
-	if a != "" {
-		if _, err := drover.ParseAvailability(string(a)); err != nil {
-			return err
-		}
-		o = &drover.AvailabilityOverride{Availability: a, Reason: reason, By: by, At: m.now()}
-	}
-	if err := m.store.SetAvailabilityOverride(ctx, worker, o); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	if o == nil {
-		delete(m.overrides, worker)
-	} else {
-		m.overrides[worker] = *o
-	}
-	m.mu.Unlock()
-	m.logger.Debug("worker availability set", "worker", worker, "availability", a, "reason", reason, "by", by)
-	m.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: worker})
-	m.kick()
-	return nil
-}
-
-// Reader implements api.Backend.
-func (m *Master) Reader() api.Reader { return m.store }

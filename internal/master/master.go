@@ -1,375 +1,309 @@
-// Package master is the master process: it loads the config, opens the
-// store and the log store, serves workers (gRPC) and people (HTTP), turns
-// changes into build requests, dispatches requests to workers, and drives
-// each build step by step.
+// Package master is the master process's logic: it turns changes into
+// build requests, dispatches requests to workers, drives each build step
+// by step, and keeps its place in a site of masters. It is a few parts,
+// each with its own state and narrow dependencies, wired here:
 //
-//	changes ─▶ schedulers ─▶ store (requests) ─▶ dispatcher ─▶ build runner ─▶ workerhub ─▶ worker
-//	                                                 ▲  wake-ups   │ steps, logs       │ output, finished
-//	                                                 └─────────────┴───────────────────┘
+//	changesIn ─▶ store (requests) ─▶ dispatcher ─▶ runner ─▶ workerhub ─▶ worker
+//	(schedulers,        ▲               │  ▲ wake-ups  │ steps, logs   │ output, finished
+//	 pollers, force)    │               ▼  │           ▼               ▼
+//	                    └──────────── dispatch.Decide  locks         fleet (sessions, facts,
+//	                                                                   availability)
+//	site: heartbeat, fence, adoption, notices      janitor: horizons
+//	configs: the config in force and its reloads   backend: the API's facade
 //
 // The master decides; the store remembers. Every state change that must
 // survive a crash (a request queued, claimed, finished) is one store
 // transaction before the master acts on it, so a master killed at any line
-// comes back to a consistent queue.
+// comes back to a consistent queue. The master builds none of its
+// resources: the store, the log store, the listeners and the HTTP mux
+// are made by its caller (cmd/drover) and passed in.
 package master
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/api"
 	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
 	"github.com/drover-ci/drover/internal/logstore"
-	"github.com/drover-ci/drover/internal/pki"
 	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
-	"github.com/drover-ci/drover/internal/web"
 	"github.com/drover-ci/drover/internal/workerhub"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
-// Options configure a Master.
+// Options are what a Master is made of.
 type Options struct {
-	// Dir holds the master's state: state.sqlite, logs/, certificates.
-	Dir    string
-	Config *config.Config
-	// ConfigPath is the file Config was loaded from, for reloads.
-	ConfigPath string
-	// HTTPAddr and WorkersAddr override the config's listen addresses
-	// (tests and quickstart use 127.0.0.1:0).
-	HTTPAddr    string
+	// Dir holds the master's own state: its ID (master-id) and files/
+	// that download steps may read.
+	Dir string
+	// DataDir holds logs, artifacts and poller mirrors: the site's shared
+	// directory, or Dir.
+	DataDir    string
+	Config     *config.Config
+	ConfigPath string // the file Config was loaded from, for reloads
+	Store      store.Store
+	// Shared says other masters may share Store (PostgreSQL): the master
+	// then joins their site.
+	Shared bool
+	Logs   *logstore.Dir
+	// HTTPURL and WorkersAddr are where the caller serves the master (the
+	// bound addresses), for the site's records and the default URL.
+	HTTPURL     string
 	WorkersAddr string
-	// Plaintext serves workers without TLS; refused unless the address is
-	// loopback or the config allows plaintext.
-	Plaintext bool
-	Logger    *slog.Logger
-	Version   string
-	Now       func() time.Time
+	// Registry takes the master's metrics.
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+	Version  string
+	Now      func() time.Time
 	// Tokens hashes the secrets of the tokens the master makes (enrolled
 	// workers'); the zero value uses bcrypt's default cost.
 	Tokens tokens.Hasher
 }
 
-// Master is a running master. Make it with New, start it with Run.
+// Master is a master's parts, wired. Make it with New, run it with Run.
 type Master struct {
-	id         string // identity in the site (see site.go)
-	dir        string
-	data       string // logs and artifacts: dir, or the site's shared directory
-	configPath string
-	base       *slog.Logger // without a component, for the parts the master wires
-	logger     *slog.Logger
-	version    string
-	now        func() time.Time
+	id      string
+	logger  *slog.Logger
+	store   store.Store // the queue-tracking store every part uses
+	logs    *logstore.Dir
+	bus     *events.Bus
+	hub     *workerhub.Hub
+	configs *configs
+	locks   *lockManager
+	fleet   *fleet
+	runner  *runner
+	disp    *dispatcher
+	site    *site
+	changes *changesIn
+	pollers *pollers
+	janitor *janitor
+	backend *backend
 
-	cfg   atomic.Pointer[config.Config]
-	store store.Store
-	// shared is set when the store can be shared with other masters
-	// (PostgreSQL): notices then cross between them.
-	shared bool
-	logs   *logstore.Dir
-	bus    *events.Bus
-	hub    *workerhub.Hub
-	auth   *tokens.Cache
-	met    *metrics
-	reg    *prometheus.Registry
-
-	httpLn, grpcLn net.Listener
-	grpcTLS        *tls.Config
-	fingerprint    string
-
-	reload  reloadState
-	site    siteState
 	stopReq chan time.Duration // Stop's request, with its grace
 	stopNow chan struct{}      // closed by StopNow
 	nowOnce sync.Once
-	pollers atomic.Pointer[pollers] // set by Run
-	wake    chan struct{}           // dispatcher wake-ups, coalesced
-	pending pendingQueue            // the dispatcher's copy of the queue
-	changes chan []*drover.Change
-
-	// ctx is Run's context, for work started by callbacks (builds).
-	ctx context.Context
-	wg  sync.WaitGroup // build runners
-
-	mu        sync.Mutex
-	builds    map[int64]*buildRun // running builds by ID
-	cmds      map[string]*command // in-flight commands by ID
-	running   map[string]int      // running builds per worker
-	checkouts map[string]map[string]bool
-	overrides map[string]drover.AvailabilityOverride // operators' availability by worker
-	waiting   map[int64]drover.WaitReason            // why each pending request waits, as of the last dispatch
-	noWorker  map[int64]time.Time                    // since when a pending request has had no eligible worker online
-	locks     *lockManager
-	draining  bool // stopping: take no new builds
-	fencing   bool // letting go of builds after a lapsed heartbeat: take no new ones
-	closed    bool
 }
 
-// New opens the master's state and binds its ports; Run serves them.
-func New(ctx context.Context, o Options) (*Master, error) {
-	if o.Config == nil {
+// New wires a master's parts over the resources in o.
+func New(o Options) (*Master, error) {
+	switch {
+	case o.Config == nil:
 		return nil, errors.New("master: no config")
+	case o.Store == nil || o.Logs == nil:
+		return nil, errors.New("master: no store or log store")
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("master dir: %w", err)
+	if o.DataDir == "" {
+		o.DataDir = o.Dir
 	}
-	m := &Master{
-		dir: o.Dir, configPath: o.ConfigPath, base: o.Logger, logger: o.Logger.With("component", "master"), version: o.Version, now: o.Now,
-		bus: &events.Bus{}, auth: tokens.NewCache(time.Minute),
-		wake: make(chan struct{}, 1), changes: make(chan []*drover.Change, 64),
-		stopReq: make(chan time.Duration, 1), stopNow: make(chan struct{}),
-		builds: map[int64]*buildRun{}, cmds: map[string]*command{}, running: map[string]int{},
-		checkouts: map[string]map[string]bool{}, overrides: map[string]drover.AvailabilityOverride{},
-		waiting: map[int64]drover.WaitReason{}, noWorker: map[int64]time.Time{},
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
 	}
 	id, err := loadMasterID(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	m.id = id
-	cfg := o.Config
-	m.cfg.Store(cfg)
-	m.locks = newLockManager(cfg.Locks)
-	m.reload.status = api.ConfigStatus{Hash: cfg.Hash, LoadedAt: o.Now()}
+	log := func(component string) *slog.Logger { return o.Logger.With("component", component) }
+	m := &Master{id: id, logger: log("master"), logs: o.Logs, bus: &events.Bus{},
+		stopReq: make(chan time.Duration, 1), stopNow: make(chan struct{})}
+	pending := &pendingQueue{}
+	st := queueStore{Store: o.Store, q: pending}
+	m.store = st
+	m.configs = newConfigs(o.Config, o.ConfigPath, o.Now, log("config"))
+	cfg := m.configs.get
+	m.locks = newLockManager(o.Config.Locks)
+	m.disp = newDispatcher()
+	m.fleet = &fleet{store: st, cfg: cfg, bus: m.bus, kick: m.disp.kick, now: o.Now, logger: log("fleet"), master: id,
+		overrides: map[string]drover.AvailabilityOverride{}}
+	m.hub = workerhub.New(workerhub.Options{Store: hubStore{Store: st, BuildWriter: st.Builds(id)}, Handler: m.fleet,
+		Logs: o.Logs, Events: m.bus, Logger: o.Logger, Version: o.Version, Now: o.Now, Tokens: o.Tokens,
+		Probes:      func() *pb.SetProbes { return probesOf(cfg()) },
+		ArtifactDir: ArtifactDir(o.DataDir), FilesDir: FilesDir(o.Dir)})
+	m.fleet.hub = m.hub
+	met := newMetrics(o.Registry, m.hub)
 
-	dsn := cfg.Master.Database
-	if dsn == "" {
-		dsn = filepath.Join(o.Dir, "state.sqlite")
-	}
-	st, err := store.Open(ctx, dsn)
-	m.shared = strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	m.store = queueStore{Store: st, q: &m.pending}
-	fail := func(err error) (*Master, error) {
-		m.closeResources()
-		return nil, err
-	}
-	data := sharedDir(o.Dir, cfg)
-	m.data = data
-	logs, err := logstore.Open(filepath.Join(data, "logs"), logstore.Options{MaxBytes: cfg.Master.LogMaxBytes, Logger: o.Logger.With("component", "logstore")})
-	if err != nil {
-		return fail(fmt.Errorf("open log store: %w", err))
-	}
-	m.logs = logs
+	m.runner = newRunner()
+	r := m.runner
+	r.store, r.writes, r.logs, r.hub, r.bus, r.locks = st, st.Builds(id), o.Logs, m.hub, m.bus, m.locks
+	r.cfg, r.facts, r.kick, r.met, r.now, r.logger = cfg, m.fleet.facts, m.disp.kick, met, o.Now, log("runner")
 
-	m.reg = prometheus.NewRegistry()
-	m.met = newMetrics(m.reg, m)
+	m.pollers = newPollers(filepath.Join(o.DataDir, "pollers"), o.Logger, !o.Shared)
+	m.changes = &changesIn{store: st, cfg: cfg, bus: m.bus, kick: m.disp.kick, now: o.Now, logger: log("changes"),
+		changes: make(chan []*drover.Change, changesBuffer)}
+	m.pollers.report = m.changes.polled
 
-	m.hub = workerhub.New(workerhub.Options{Store: st, Handler: m, Logger: o.Logger, Version: o.Version, Now: o.Now,
-		Probes:      func() *pb.SetProbes { return probesOf(m.config()) },
-		ArtifactDir: ArtifactDir(data), FilesDir: FilesDir(o.Dir), Tokens: o.Tokens})
+	self := func() drover.Master {
+		return drover.Master{ID: id, URL: m.URL(), WorkersAddr: o.WorkersAddr, Version: o.Version}
+	}
+	m.site = &site{id: id, shared: o.Shared, store: st, runner: r, hub: m.hub, disp: m.disp, fleet: m.fleet,
+		bus: m.bus, cfg: cfg, self: self, reload: m.reloadLocal, compare: m.configs.compare,
+		leading: m.pollers.setLeader, now: o.Now, logger: log("site")}
+	r.passCancel = m.site.passCancel
+	m.fleet.takeOver, m.fleet.refusing = m.site.claimHeld, m.site.refusing
 
-	httpAddr, grpcAddr := cfg.Master.HTTP, cfg.Master.Workers
-	if o.HTTPAddr != "" {
-		httpAddr = o.HTTPAddr
-	}
-	if o.WorkersAddr != "" {
-		grpcAddr = o.WorkersAddr
-	}
-	if o.Plaintext {
-		if !isLoopback(grpcAddr) && !cfg.Master.AllowPlaintext {
-			return fail(drover.Errorf(drover.Invalid, "plaintext workers on %s: only on a loopback address, unless the config sets allow_plaintext = True", grpcAddr))
-		}
-	} else {
-		host, _ := os.Hostname()
-		tlsCfg, fp, err := pki.ServerTLS(o.Dir, []string{host})
-		if err != nil {
-			return fail(err)
-		}
-		m.grpcTLS, m.fingerprint = tlsCfg, fp
-	}
-	if m.httpLn, err = net.Listen("tcp", httpAddr); err != nil {
-		return fail(fmt.Errorf("listen for HTTP: %w", err))
-	}
-	if m.grpcLn, err = net.Listen("tcp", grpcAddr); err != nil {
-		return fail(fmt.Errorf("listen for workers: %w", err))
-	}
+	d := m.disp
+	d.store, d.pending, d.cfg, d.fleet, d.runner, d.locks = st, pending, cfg, m.fleet, r, m.locks
+	d.bus, d.met, d.now, d.logger = m.bus, met, o.Now, log("dispatch")
+	d.master, d.shared, d.partial = id, o.Shared, m.site.othersAlive
+
+	m.janitor = &janitor{store: st, logs: o.Logs, artifacts: ArtifactDir(o.DataDir), cfg: cfg, leads: m.site.leads,
+		now: o.Now, logger: log("janitor")}
+	m.backend = &backend{reader: st, cfg: cfg, configs: m.configs, changes: m.changes, runner: r, disp: m.disp,
+		fleet: m.fleet, locks: m.locks, site: m.site, logs: o.Logs, bus: m.bus, artifacts: ArtifactDir(o.DataDir),
+		servedAt: o.HTTPURL, reload: m.Reload, auth: tokens.NewCache(time.Minute), now: o.Now, logger: log("api")}
 	return m, nil
 }
 
-// sharedDir is where logs and artifacts live: the config's shared_dir,
-// relative to the master's directory, or that directory.
-func sharedDir(dir string, cfg *config.Config) string {
-	d := cfg.Master.SharedDir
-	switch {
-	case d == "":
-		return dir
-	case filepath.IsAbs(d):
-		return d
-	}
-	return filepath.Join(dir, d)
+// hubStore is the store as the worker hub uses it: its build writes (log
+// progress and step links) carry this master's ID like every other.
+type hubStore struct {
+	store.Store
+	store.BuildWriter
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// ID is this master's identity in its site.
+func (m *Master) ID() string { return m.id }
 
-// HTTPAddr is the bound address of the web UI and API.
-func (m *Master) HTTPAddr() string { return m.httpLn.Addr().String() }
+// Hub is the worker protocol's service, for the caller's gRPC server.
+func (m *Master) Hub() *workerhub.Hub { return m.hub }
 
-// WorkersAddr is the bound address of the worker port.
-func (m *Master) WorkersAddr() string { return m.grpcLn.Addr().String() }
+// API is the backend of the REST API and the web UI.
+func (m *Master) API() api.Backend { return m.backend }
 
-// Fingerprint is the CA fingerprint workers pin ("" in plaintext).
-func (m *Master) Fingerprint() string { return m.fingerprint }
+// Artifacts serves the API's artifact downloads.
+func (m *Master) Artifacts() api.ArtifactFiles { return m.backend }
 
-// Store gives tools (init, tokens) the master's store.
-func (m *Master) Store() store.Store { return m.store }
+// URL is the configured public URL, or the address the caller serves.
+func (m *Master) URL() string { return m.backend.URL() }
 
-func (m *Master) config() *config.Config { return m.cfg.Load() }
-
-// Run serves until ctx is done (or Stop is called), then stops: it takes
-// no new builds, lets running ones finish for up to the config's
-// stop_grace (workers stay connected meanwhile), and leaves the rest
-// running on their workers for the next start to re-attach.
+// Run runs the master until ctx is done (or Stop is called), then stops:
+// it takes no new builds, lets running ones finish for up to the config's
+// stop_grace (workers stay connected meanwhile, so the caller keeps
+// serving), and leaves the rest running on their workers for the next
+// start to re-attach. When Run returns, every goroutine of the master has
+// ended, workers have been told to reconnect, and the master has left its
+// site: the caller may stop its servers and close the store.
 func (m *Master) Run(ctx context.Context) error {
 	// The master's own context outlives ctx: a graceful stop needs the
-	// builds, the servers and the log flusher running after ctx ends.
+	// builds and the log flusher running after ctx ends.
 	life, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	m.ctx = life
 	defer cancel(nil)
-	go func() { // owned: ends when ctx or life ends, both before Run returns
-		select {
-		case <-ctx.Done():
-			m.Stop(m.config().Master.StopGrace)
-		case <-life.Done():
-		}
-	}()
-
-	m.site.mu.Lock()
-	m.site.started, m.site.lastBeat = m.now(), m.now()
-	m.site.mu.Unlock()
-	m.beat(life)
+	m.runner.base = life
 	if err := m.recover(life); err != nil {
 		return err
 	}
-
-	grpcOpts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxRecvMsgSize(4 << 20),
-	}
-	if m.grpcTLS != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(m.grpcTLS)))
-	}
-	gs := grpc.NewServer(grpcOpts...)
-	pb.RegisterWorkerServer(gs, m.hub)
-
-	handler, err := m.httpHandler()
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn)}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() { // owned: ends when ctx ends or Run returns
+		select {
+		case <-ctx.Done():
+			m.Stop(m.configs.get().Master.StopGrace)
+		case <-stopped:
+		}
+	}()
 
 	g, gctx := errgroup.WithContext(life)
-	g.Go(func() error {
-		if err := gs.Serve(m.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve workers: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := hs.Serve(m.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve HTTP: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error { m.dispatchLoop(gctx); return nil })
-	g.Go(func() error { m.schedulerLoop(gctx); return nil })
-	g.Go(func() error { m.flushLoop(gctx); return nil })
-	g.Go(func() error { m.janitorLoop(gctx); return nil })
-	g.Go(func() error { m.siteLoop(gctx); return nil })
-	if m.shared {
+	g.Go(func() error { m.disp.loop(gctx); return nil })
+	g.Go(func() error { m.changes.loop(gctx); return nil })
+	g.Go(func() error { m.hub.RunFlusher(gctx); return nil })
+	g.Go(func() error { m.janitor.loop(gctx); return nil })
+	g.Go(func() error { m.site.loop(gctx); return nil })
+	g.Go(func() error { m.pollers.run(gctx, m.configs.get().Sources); return nil })
+	if m.site.shared {
 		sub := m.bus.Subscribe()
-		g.Go(func() error { m.forwardEvents(gctx, sub); return nil })
-		g.Go(func() error { return m.listenSite(gctx) })
+		g.Go(func() error { m.site.forward(gctx, sub); return nil })
+		g.Go(func() error { return m.site.listen(gctx) })
 	}
-	ps := newPollers(gctx, m, !m.shared)
-	m.pollers.Store(ps)
-	ps.apply(m.config().Sources)
-	g.Go(func() error {
-		<-gctx.Done()
-		ps.wait()
-		return nil
-	})
 	g.Go(func() error {
 		select {
 		case grace := <-m.stopReq:
 			m.drain(grace)
-		case <-gctx.Done(): // a server failed
+		case <-gctx.Done(): // a part failed
 		}
 		m.logger.Info("master stopping")
-		// Stop builds first so their final state reaches the store while
-		// the store is still open.
+		// Let go of the builds first, so that the output they have is
+		// flushed while the store is open; then the other loops end.
+		m.disp.hold("stopping")
+		m.runner.stop()
 		cancel(errMasterStopping)
-		m.stopBuilds()
-		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-		defer done()
-		_ = hs.Shutdown(shutdownCtx)
-		m.hub.CloseAll(errors.New("master stopping"))
-		// Gone from the site: the other masters take over at once what
-		// this one leaves running.
-		if err := m.store.RemoveMaster(shutdownCtx, m.id); err != nil {
-			m.logger.Warn("leave the site", "err", err)
-		}
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-shutdownCtx.Done():
-			gs.Stop()
-		}
 		return nil
 	})
-	m.logger.Info("master running", "http", m.HTTPAddr(), "workers", m.WorkersAddr(), "tls", m.grpcTLS != nil)
-	m.kick()
-	err = g.Wait()
-	m.wg.Wait()
+	m.logger.Info("master running", "id", m.id, "url", m.URL())
+	m.disp.kick()
+	err := g.Wait()
+	if ferr := m.hub.Flush(context.WithoutCancel(ctx)); ferr != nil {
+		m.logger.Warn("flush command output at stop", "err", ferr)
+	}
+	m.hub.CloseAll(errors.New("master stopping"))
+	leaveCtx, done := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
+	m.site.leave(leaveCtx)
+	done()
 	m.bus.Close()
-	m.closeResources()
 	return err
 }
 
+// recover puts the state a previous master left into order: no worker is
+// connected yet; builds it was running are re-attached (their commands run
+// on in their workers, which come back on their own), or, when that cannot
+// be, end as retry with their requests back in the queue; the builds of
+// dead masters of the site are taken over; requests of builders the config
+// no longer has are cancelled.
+func (m *Master) recover(ctx context.Context) error {
+	if err := m.site.join(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := m.fleet.load(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := m.site.adoptOwn(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := m.site.adoptOrphans(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	return m.cancelOrphanRequests(ctx, m.configs.get())
+}
+
+// cancelOrphanRequests cancels pending requests of builders the config no
+// longer has, with a reason, so they do not wait forever.
+func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) error {
+	pending, err := m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
+	if err != nil {
+		return fmt.Errorf("list pending requests: %w", err)
+	}
+	for _, r := range pending {
+		if _, ok := cfg.Builder(r.Builder); ok {
+			continue
+		}
+		err := m.store.CancelRequest(ctx, r.ID, fmt.Sprintf("builder %q is no longer in the config", r.Builder))
+		if err != nil && drover.KindOf(err) != drover.Conflict {
+			return err
+		}
+		m.logger.Warn("cancelled request of a removed builder", "request", r.ID, "builder", r.Builder)
+	}
+	return nil
+}
+
 // Stop asks a running master to stop: it takes no new builds and gives
-// running ones up to grace to finish before stopping them. Only the first
-// call counts; StopNow cuts the wait short.
+// running ones up to grace to finish before letting go of them. Only the
+// first call counts; StopNow cuts the wait short.
 func (m *Master) Stop(grace time.Duration) {
 	select {
 	case m.stopReq <- grace:
@@ -382,116 +316,63 @@ func (m *Master) StopNow() { m.nowOnce.Do(func() { close(m.stopNow) }) }
 
 // drain stops dispatching and waits for running builds, up to grace.
 func (m *Master) drain(grace time.Duration) {
-	m.mu.Lock()
-	m.draining = true
-	n := len(m.builds)
-	m.mu.Unlock()
+	m.disp.hold("stopping")
+	n := m.runner.count()
 	if grace <= 0 || n == 0 {
 		return
 	}
 	m.logger.Info("stopping gracefully: taking no new builds, waiting for running ones", "builds", n, "grace", grace)
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		m.mu.Lock()
-		n = len(m.builds)
-		m.mu.Unlock()
-		if n == 0 {
-			m.logger.Info("running builds finished")
-			return
-		}
-		select {
-		case <-deadline.C:
-			m.logger.Warn("stop grace over; the builds still running go on when the master restarts", "builds", n)
-			return
-		case <-m.stopNow:
-			m.logger.Warn("stopping now; the builds still running go on when the master restarts", "builds", n)
-			return
-		case <-tick.C:
-		}
+	select {
+	case <-m.runner.idleC():
+		m.logger.Info("running builds finished")
+	case <-deadline.C:
+		m.logger.Warn("stop grace over; the builds still running go on when the master restarts", "builds", m.runner.count())
+	case <-m.stopNow:
+		m.logger.Warn("stopping now; the builds still running go on when the master restarts", "builds", m.runner.count())
 	}
 }
 
-func (m *Master) closeResources() {
-	if m.logs != nil {
-		_ = m.logs.Close()
+// Reload loads the master's config file again, and asks the other masters
+// of the site to reload theirs, so a reconfig applies to the whole site.
+func (m *Master) Reload(ctx context.Context) error {
+	if err := m.reloadLocal(ctx); err != nil {
+		return err
 	}
-	if m.store != nil {
-		_ = m.store.Close()
-	}
-	for _, ln := range []net.Listener{m.httpLn, m.grpcLn} {
-		if ln != nil {
-			_ = ln.Close()
-		}
-	}
-}
-
-// recover puts the state a previous master left into order: no worker is
-// connected yet; builds it was running are re-attached (their commands run
-// on in their workers, which come back on their own), or, when that cannot
-// be, end as retry with their requests back in the queue.
-func (m *Master) recover(ctx context.Context) error {
-	if err := m.store.MarkDisconnected(ctx, m.id); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	workers, err := m.store.ListWorkers(ctx)
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	m.mu.Lock()
-	for _, w := range workers {
-		if w.Override != nil {
-			m.overrides[w.Name] = *w.Override
-		}
-	}
-	m.mu.Unlock()
-	if err := m.adoptOwn(ctx); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	if err := m.adoptOrphans(ctx); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	cfg := m.config()
-	return m.cancelOrphanRequests(ctx, cfg)
-}
-
-// cancelOrphanRequests cancels pending requests of builders the config no
-// longer has, with a reason, so they do not wait forever.
-func (m *Master) cancelOrphanRequests(ctx context.Context, cfg *config.Config) error {
-	pending, err := m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
-	if err != nil {
-		return fmt.Errorf("list pending requests: %w", err)
-	}
-	known := map[string]bool{}
-	for _, b := range cfg.Builders {
-		known[b.Name] = true
-	}
-	for _, r := range pending {
-		if known[r.Builder] {
-			continue
-		}
-		err := m.store.CancelRequest(ctx, r.ID, fmt.Sprintf("builder %q is no longer in the config", r.Builder))
-		if err != nil && drover.KindOf(err) != drover.Conflict {
-			return err
-		}
-		m.logger.Warn("cancelled request of a removed builder", "request", r.ID, "builder", r.Builder)
+	if m.site.shared {
+		m.configs.compare("", "")
+		m.site.notify(ctx, notice{Kind: noticeReload, Hash: m.configs.get().Hash})
 	}
 	return nil
 }
 
-func (m *Master) httpHandler() (http.Handler, error) {
-	cfg := m.config()
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", api.NewHandler(m, m.base, api.Options{PublicReads: cfg.Master.PublicReads, Version: m.version}))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	w, err := web.NewHandler(m, m.base)
+// reloadLocal reloads this master's config file with the checkconfig
+// loader. A config that fails to load is refused, and the config in force
+// stays. A good one takes over for every new decision; running builds keep
+// the builder definition they started with, and queued requests stay
+// queued (those of removed builders are cancelled with a reason).
+func (m *Master) reloadLocal(ctx context.Context) error {
+	cfg, old, err := m.configs.load()
 	if err != nil {
-		return nil, fmt.Errorf("web UI: %w", err)
+		return err
 	}
-	mux.Handle("/", w)
-	return mux, nil
+	m.locks.setDefs(cfg.Locks)
+	if !proto.Equal(probesOf(old), probesOf(cfg)) {
+		for _, s := range m.hub.Sessions() {
+			if err := s.SetProbes(probesOf(cfg)); err != nil {
+				m.logger.Warn("send probes", "worker", s.Name, "err", err)
+			}
+		}
+	}
+	m.pollers.apply(cfg.Sources)
+	if err := m.cancelOrphanRequests(ctx, cfg); err != nil {
+		m.logger.Error("cancel requests of removed builders", "err", err)
+	}
+	m.logger.Info("config reloaded", "hash", cfg.Hash, "builders", len(cfg.Builders), "previous_builders", len(old.Builders))
+	m.bus.Publish(events.Event{Type: events.ConfigLoaded})
+	m.disp.kick()
+	return nil
 }
 
 // probesOf is the probes message for a config.
@@ -501,111 +382,4 @@ func probesOf(cfg *config.Config) *pb.SetProbes {
 		p.Probes = append(p.Probes, &pb.Probe{Name: pr.Name, Command: pr.Command, TimeoutMs: pr.Timeout.Milliseconds()})
 	}
 	return p
-}
-
-// kick wakes the dispatcher; wake-ups coalesce.
-func (m *Master) kick() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-// flushInterval is how often partial log chunks are written and acked:
-// short enough that a live log feels live, long enough to batch output.
-const flushInterval = 200 * time.Millisecond
-
-func (m *Master) flushLoop(ctx context.Context) {
-	t := time.NewTicker(flushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.mu.Lock()
-			cmds := make([]*command, 0, len(m.cmds))
-			for _, c := range m.cmds {
-				cmds = append(cmds, c)
-			}
-			m.mu.Unlock()
-			m.flushAll(ctx, cmds)
-		}
-	}
-}
-
-// flushAll makes the output of every command in flight durable, records
-// how far each log got in one store transaction, and only then acks the
-// workers: output a worker forgets is output a restarted master knows it
-// has, never less.
-func (m *Master) flushAll(ctx context.Context, cmds []*command) {
-	var progress []drover.Log
-	var flushed []*command
-	var seqs []uint64
-	for _, c := range cmds {
-		if seq, bytes, ok := c.persist(m); ok {
-			progress = append(progress, drover.Log{ID: c.logID, Seq: seq, SeqBytes: bytes})
-			flushed, seqs = append(flushed, c), append(seqs, seq)
-		}
-	}
-	if len(progress) == 0 {
-		return
-	}
-	if err := m.store.SetLogProgress(context.WithoutCancel(ctx), progress); err != nil {
-		m.logger.Error("store log progress", "err", err)
-		return // no acks: the workers keep the output until it is recorded
-	}
-	for i, c := range flushed {
-		c.ack(m, seqs[i])
-	}
-}
-
-// janitorInterval is how often expired logs are removed.
-const janitorInterval = time.Hour
-
-func (m *Master) janitorLoop(ctx context.Context) {
-	t := time.NewTicker(janitorInterval)
-	defer t.Stop()
-	for {
-		if m.leads() {
-			m.expireLogs(ctx)
-			m.expireArtifacts(ctx)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (m *Master) expireLogs(ctx context.Context) {
-	horizon := m.config().Master.LogHorizon
-	if horizon <= 0 {
-		return
-	}
-	for {
-		old, err := m.store.ExpiredLogs(ctx, m.now().Add(-horizon), 500)
-		if err != nil || len(old) == 0 {
-			if err != nil && ctx.Err() == nil {
-				m.logger.Error("find expired logs", "err", err)
-			}
-			return
-		}
-		ids := make([]int64, len(old))
-		for i, l := range old {
-			ids[i] = l.ID
-		}
-		// Files first: a crash between the two leaves index rows pointing
-		// at nothing, which the next pass deletes, never orphan files.
-		if err := m.logs.Delete(ids...); err != nil {
-			m.logger.Error("delete expired logs", "err", err)
-			return
-		}
-		if err := m.store.DeleteLogs(ctx, ids); err != nil {
-			m.logger.Error("delete expired log index", "err", err)
-			return
-		}
-		m.logger.Info("expired logs", "count", len(ids))
-	}
 }

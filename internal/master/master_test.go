@@ -4,27 +4,56 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/config"
+	"github.com/drover-ci/drover/internal/logstore"
+	"github.com/drover-ci/drover/internal/store"
+	"github.com/drover-ci/drover/internal/tokens"
 )
 
+// newTestMaster wires a master over a real SQLite store and log store in
+// a temporary directory, without running it: tests drive its parts.
 func newTestMaster(t *testing.T, src string, now func() time.Time) *Master {
 	t.Helper()
-	cfg, err := config.LoadSource("master.star", []byte(src))
+	return newTestMasterOn(t, t.TempDir(), src, "", now)
+}
+
+// newTestMasterOn is newTestMaster in dir, with the config loaded from
+// path when it is set, else from src.
+func newTestMasterOn(t *testing.T, dir, src, path string, now func() time.Time) *Master {
+	t.Helper()
+	var cfg *config.Config
+	var err error
+	if path != "" {
+		cfg, err = config.Load(path)
+	} else {
+		cfg, err = config.LoadSource("master.star", []byte(src))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(context.Background(), Options{
-		Dir: t.TempDir(), Config: cfg, HTTPAddr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0", Plaintext: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: now,
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "state.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, err := logstore.Open(filepath.Join(dir, "logs"), logstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logs.Close()
+		st.Close()
 	})
+	m, err := New(Options{Dir: dir, Config: cfg, ConfigPath: path, Store: st, Logs: logs, HTTPURL: "http://127.0.0.1:1",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: now, Tokens: tokens.Hasher{Cost: tokens.FastCost}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.closeResources)
 	return m
 }
 
@@ -48,19 +77,22 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 			t.Fatal(err)
 		}
 		l := &drover.Log{BuildID: b.ID, StepIndex: 0, Name: "stdio"}
-		if err := m.store.AddLog(ctx, l); err != nil {
+		if err := m.store.Builds("").AddLog(ctx, l); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.logs.Append(l.ID, []byte("output of build "+string(rune('A'+i)))); err != nil {
 			t.Fatal(err)
 		}
-		m.finishLog(ctx, l)
-		if err := m.store.FinishBuild(ctx, b.ID, drover.Success, "", finished, false); err != nil {
+		m.runner.finishLogFile(l)
+		if err := m.store.Builds("").UpdateLog(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.store.Builds("").FinishBuild(ctx, b.ID, drover.Success, "", finished, false); err != nil {
 			t.Fatal(err)
 		}
 		logIDs = append(logIDs, l.ID)
 	}
-	m.expireLogs(ctx)
+	m.janitor.expireLogs(ctx)
 	if _, err := m.store.GetLog(ctx, logIDs[0]); drover.KindOf(err) != drover.NotFound {
 		t.Errorf("old log index kept: %v", err)
 	}
@@ -72,18 +104,6 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 	}
 	if info, err := m.logs.Stat(logIDs[1]); err != nil || info.Bytes == 0 {
 		t.Errorf("recent log file = %+v, %v", info, err)
-	}
-}
-
-// Plaintext for workers is refused off loopback unless the config allows it.
-func TestPlaintextOnlyOnLoopback(t *testing.T) {
-	cfg, err := config.LoadSource("master.star", []byte(`drover.builder(name = "b", steps = [drover.shell("true")])`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = New(context.Background(), Options{Dir: t.TempDir(), Config: cfg, HTTPAddr: "127.0.0.1:0", WorkersAddr: "0.0.0.0:0", Plaintext: true})
-	if drover.KindOf(err) != drover.Invalid {
-		t.Errorf("plaintext on 0.0.0.0: %v", err)
 	}
 }
 

@@ -49,19 +49,19 @@ func shardEnv(index, count int, name string) map[string]string {
 }
 
 // initShard recognises a build that is a part of another's sharded step.
-func (r *buildRun) initShard(props drover.Properties) {
-	parent, step, ok := shardOf(props, len(r.builder.Steps))
+func (br *buildRun) initShard(props drover.Properties) {
+	parent, step, ok := shardOf(props, len(br.builder.Steps))
 	if !ok {
 		if props[propShardParent] != "" && parent != 0 {
-			r.m.logger.Warn("ignoring malformed shard properties", "build", r.build.ID)
+			br.r.logger.Warn("ignoring malformed shard properties", "build", br.build.ID)
 		}
 		return
 	}
 	index, _ := strconv.Atoi(props[propShardIndex])
 	count, _ := strconv.Atoi(props[propShardCount])
-	r.shardOf, r.shardStep = parent, step
-	r.shardEnv = shardEnv(index, count, props[propShardName])
-	r.setGroup(shardGroup(parent, step))
+	br.shardOf, br.shardStep = parent, step
+	br.shardEnv = shardEnv(index, count, props[propShardName])
+	br.setGroup(shardGroup(parent, step))
 }
 
 // shardOf reads the shard properties of a build of a builder with steps
@@ -85,10 +85,9 @@ func shardOf(props drover.Properties, steps int) (parent int64, step int, ok boo
 // worker, the others as builds of their own, queued for other workers (at
 // most one part of the step per worker at a time; with fewer workers,
 // parts wait). The step's result is the worst of the parts'.
-func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
-	m := r.m
-	b := &r.build
-	sctx := context.WithoutCancel(r.ctx)
+func (br *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props drover.Properties, facts drover.Facts) (drover.Result, string, drover.Properties) {
+	r := br.r
+	b := &br.build
 	n := spec.ShardCount()
 	name := func(i int) string {
 		if i < len(spec.ShardNames) {
@@ -97,8 +96,8 @@ func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props 
 		return ""
 	}
 	group := shardGroup(b.ID, st.Index)
-	r.setGroup(group)
-	defer r.setGroup("")
+	br.setGroup(group)
+	defer br.setGroup("")
 
 	st.Parts = make([]drover.StepPart, n)
 	st.Parts[0] = drover.StepPart{Index: 0, Name: name(0), BuildID: b.ID, Worker: b.Worker}
@@ -110,8 +109,14 @@ func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props 
 	}
 	priority := 0
 	var base drover.Properties
-	if req, err := m.store.GetRequest(sctx, b.RequestID); err == nil {
-		priority, base = req.Priority, req.Properties
+	if err := br.read(func(ctx context.Context) error {
+		req, err := r.store.GetRequest(ctx, b.RequestID)
+		if err == nil {
+			priority, base = req.Priority, req.Properties
+		}
+		return err
+	}); err != nil {
+		r.logger.Warn("read the request of a sharded build; its parts get no priority of it", "build", b.ID, "err", err)
 	}
 	var reqs []*drover.BuildRequest
 	for i := 1; i < n; i++ {
@@ -132,44 +137,48 @@ func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props 
 			Reason: fmt.Sprintf("part %d of %d of %s #%d, step %s", i+1, n, b.Builder, b.Number, spec.Name),
 		})
 	}
-	if err := m.store.AddRequests(sctx, reqs); err != nil {
+	if err := br.read(func(ctx context.Context) error { return r.store.AddRequests(ctx, reqs) }); err != nil {
+		r.logger.Error("queue the parts of a sharded step; running it whole here", "build", b.ID, "step", spec.Name, "err", err)
 		st.Parts = nil
-		return r.runCommandStep(st, spec, props, facts, nil, false) // cannot shard: run it whole here
+		return br.runCommandStep(st, spec, props, facts, nil, false)
 	}
 	for i, req := range reqs {
 		st.Parts[i+1] = drover.StepPart{Index: i + 1, Name: name(i + 1), Request: req.ID}
-		m.bus.Publish(events.Event{Type: events.RequestAdded, Builder: req.Builder, Request: req.ID})
+		r.bus.Publish(events.Event{Type: events.RequestAdded, Builder: req.Builder, Request: req.ID})
 	}
-	m.logger.Info("sharded step", "build", b.ID, "step", spec.Name, "parts", n)
-	m.kick()
+	r.logger.Info("sharded step", "build", b.ID, "step", spec.Name, "parts", n)
+	r.kick()
 
 	// Part 0, here.
-	res0, sum0, newProps := r.runCommandStep(st, spec, props, facts, shardEnv(0, n, name(0)), true)
+	res0, sum0, newProps := br.runCommandStep(st, spec, props, facts, shardEnv(0, n, name(0)), true)
+	if br.letGo() {
+		return drover.Retry, "this master let go of the build", nil
+	}
 	st.Parts[0].Result = res0
-	r.storeStep(st)
+	br.storeStep(st)
 
 	// The others, as they end.
-	sub := m.bus.Subscribe()
+	sub := r.bus.Subscribe()
 	defer sub.Close()
 	tick := time.NewTicker(shardSafetyPoll)
 	defer tick.Stop()
-	stop := r.ctx.Done()
+	stop := br.ctx.Done()
 	var giveUp <-chan time.Time
-	for !r.partsDone(sctx, st) {
+	for !br.partsDone(st) {
 		select {
 		case <-sub.C:
 		case <-tick.C:
 		case <-stop:
-			if errors.Is(context.Cause(r.ctx), errMasterStopping) {
+			if errors.Is(context.Cause(br.ctx), errLetGo) {
 				// The parts are left running like this build; the next
-				// master gives the step up and runs the build anew.
-				r.abandoned = true
-				return drover.Retry, "master stopping", nil
+				// driver gives the step up and runs the build anew.
+				br.abandoned = true
+				return drover.Retry, "this master let go of the build", nil
 			}
 			// Stopped: stop the parts too, and wait a little for them to
 			// say so.
 			stop = nil
-			r.cancelParts(st, context.Cause(r.ctx).Error())
+			br.cancelParts(st, context.Cause(br.ctx).Error())
 			t := time.NewTimer(cancelWait)
 			defer t.Stop()
 			giveUp = t.C
@@ -201,41 +210,59 @@ func (r *buildRun) runShardedStep(st *drover.Step, spec *drover.StepSpec, props 
 	if res0 == drover.Cancelled || res0 == drover.Retry {
 		summary = sum0
 	}
-	st.State, st.Result, st.Summary, st.Finished = drover.StepFinished, result, summary, m.now()
-	r.storeStep(st)
-	m.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(result)})
+	st.State, st.Result, st.Summary, st.Finished = drover.StepFinished, result, summary, r.now()
+	br.storeStep(st)
+	r.bus.Publish(events.Event{Type: events.StepFinished, Builder: b.Builder, BuildID: b.ID, Step: st.Index, Result: string(result)})
 	return result, summary, newProps
 }
 
-func (r *buildRun) storeStep(st *drover.Step) {
-	if err := r.m.store.UpdateStep(context.WithoutCancel(r.ctx), st); err != nil {
-		r.m.logger.Error("store step", "build", st.BuildID, "step", st.Index, "err", err)
-	}
-	r.m.bus.Publish(events.Event{Type: events.StepStarted, Builder: r.build.Builder, BuildID: r.build.ID, Step: st.Index})
+// read runs a store read (or a queue write) for the build, bounded by
+// storeTimeout and detached from the build's cancellation.
+func (br *buildRun) read(f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(br.ctx), storeTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+func (br *buildRun) storeStep(st *drover.Step) {
+	_ = br.write("step", func(ctx context.Context) error { return br.r.writes.UpdateStep(ctx, st) })
+	br.r.bus.Publish(events.Event{Type: events.StepStarted, Builder: br.build.Builder, BuildID: br.build.ID, Step: st.Index})
 }
 
 // partsDone reads the other parts' state and reports whether all ended.
 // A part whose build ended retry is queued again and still counts as
-// running.
-func (r *buildRun) partsDone(ctx context.Context, st *drover.Step) bool {
-	m := r.m
+// running; a part that cannot be read is looked at again at the next
+// wake-up.
+func (br *buildRun) partsDone(st *drover.Step) bool {
+	r := br.r
 	done, changed := true, false
 	for i := 1; i < len(st.Parts); i++ {
 		p := &st.Parts[i]
 		if p.Result != "" {
 			continue
 		}
-		req, err := m.store.GetRequest(ctx, p.Request)
-		if err != nil {
-			m.logger.Error("read shard part", "request", p.Request, "err", err)
-			p.Result = drover.Exception
-			changed = true
+		var req *drover.BuildRequest
+		var builds []drover.Build
+		err := br.read(func(ctx context.Context) error {
+			var err error
+			if req, err = r.store.GetRequest(ctx, p.Request); err != nil {
+				return err
+			}
+			builds, err = r.store.ListBuilds(ctx, drover.BuildFilter{RequestID: p.Request, Limit: 1})
+			return err
+		})
+		switch {
+		case drover.KindOf(err) == drover.NotFound:
+			r.logger.Error("a shard part's request is gone", "request", p.Request, "err", err)
+			p.Result, changed = drover.Exception, true
+			continue
+		case err != nil:
+			r.logger.Warn("read shard part", "request", p.Request, "err", err)
+			done = false
 			continue
 		}
-		if builds, err := m.store.ListBuilds(ctx, storeBuildsOf(p.Request)); err == nil && len(builds) > 0 {
-			if p.BuildID != builds[0].ID || p.Worker != builds[0].Worker {
-				p.BuildID, p.Worker, changed = builds[0].ID, builds[0].Worker, true
-			}
+		if len(builds) > 0 && (p.BuildID != builds[0].ID || p.Worker != builds[0].Worker) {
+			p.BuildID, p.Worker, changed = builds[0].ID, builds[0].Worker, true
 		}
 		switch req.State {
 		case drover.RequestFinished, drover.RequestCancelled:
@@ -249,24 +276,22 @@ func (r *buildRun) partsDone(ctx context.Context, st *drover.Step) bool {
 		}
 	}
 	if changed {
-		r.storeStep(st)
+		br.storeStep(st)
 	}
 	return done
 }
 
 // cancelParts stops every part still queued or running.
-func (r *buildRun) cancelParts(st *drover.Step, reason string) {
-	ctx := context.WithoutCancel(r.ctx)
+func (br *buildRun) cancelParts(st *drover.Step, reason string) {
 	for _, p := range st.Parts[1:] {
 		if p.Result != "" {
 			continue
 		}
-		if err := r.m.CancelRequest(ctx, p.Request, "the sharded build stopped: "+reason); err != nil && drover.KindOf(err) != drover.Conflict {
-			r.m.logger.Warn("cancel shard part", "request", p.Request, "err", err)
+		err := br.read(func(ctx context.Context) error {
+			return br.r.cancelRequest(ctx, p.Request, "the sharded build stopped: "+reason)
+		})
+		if err != nil && drover.KindOf(err) != drover.Conflict {
+			br.r.logger.Warn("cancel shard part", "request", p.Request, "err", err)
 		}
 	}
-}
-
-func storeBuildsOf(requestID int64) drover.BuildFilter {
-	return drover.BuildFilter{RequestID: requestID, Limit: 1}
 }

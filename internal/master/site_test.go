@@ -2,30 +2,29 @@ package master
 
 import (
 	"context"
-	"io"
-	"log/slog"
+	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/config"
+	"github.com/drover-ci/drover/internal/store"
 )
 
 // A master takes over the running builds of masters whose heartbeat is
-// older than the site timeout — and only those: a live master's builds
-// and its workers are left alone. A build it cannot follow ends as retry,
-// its request queued again, and the dead master's workers are marked
-// disconnected.
+// older than the site timeout, by the database's clock — and only those:
+// a live master's builds and its workers are left alone. A build it
+// cannot follow ends as retry, its request queued again, and the dead
+// master's workers are marked disconnected.
 func TestAdoptOrphans(t *testing.T) {
-	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	m := newTestMaster(t, `
 drover.master(site_timeout = "10s")
 drover.builder(name = "b", steps = [drover.shell("true")])
-`, func() time.Time { return now })
+`, time.Now)
 	ctx := context.Background()
-	m.ctx = ctx
+	now := time.Now()
 	for id, beat := range map[string]time.Time{"live": now.Add(-5 * time.Second), "dead": now.Add(-11 * time.Second)} {
 		if err := m.store.Heartbeat(ctx, &drover.Master{ID: id, Started: now.Add(-time.Hour), Heartbeat: beat}); err != nil {
 			t.Fatal(err)
@@ -37,18 +36,9 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 	}
 	builds := map[string]*drover.Build{}
 	for _, owner := range []string{"live", "dead"} {
-		req := &drover.BuildRequest{Builder: "b", Reason: "test", Submitted: now}
-		if err := m.store.AddRequests(ctx, []*drover.BuildRequest{req}); err != nil {
-			t.Fatal(err)
-		}
-		b := &drover.Build{Builder: "b", Worker: "w-" + owner, Started: now, Master: owner}
-		if err := m.store.ClaimRequest(ctx, req.ID, b); err != nil {
-			t.Fatal(err)
-		}
-		builds[owner] = b
+		builds[owner] = claimed(t, m, owner)
 	}
-
-	if err := m.adoptOrphans(ctx); err != nil {
+	if err := m.site.adoptOrphans(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -69,10 +59,10 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 			t.Errorf("worker %s connected = %v, want %v", name, w.Connected, want)
 		}
 	}
-	if !m.othersAlive() {
+	if !m.site.othersAlive() {
 		t.Error("othersAlive is false with a live master in the site")
 	}
-	st, err := m.Site(ctx)
+	st, err := m.site.status(ctx)
 	if err != nil || st.This != m.id || len(st.Masters) != 2 {
 		t.Fatalf("Site = %+v, %v", st, err)
 	}
@@ -81,6 +71,21 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 			t.Errorf("master %s alive = %v", x.ID, x.Alive)
 		}
 	}
+}
+
+// claimed queues and claims a request of builder b for master owner.
+func claimed(t *testing.T, m *Master, owner string) *drover.Build {
+	t.Helper()
+	ctx := context.Background()
+	req := &drover.BuildRequest{Builder: "b", Reason: "test"}
+	if err := m.store.AddRequests(ctx, []*drover.BuildRequest{req}); err != nil {
+		t.Fatal(err)
+	}
+	b := &drover.Build{Builder: "b", Worker: "w-" + owner, Started: time.Now(), Master: owner}
+	if err := m.store.ClaimRequest(ctx, req.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // A restarted master keeps its ID (DIR/master-id), so it takes its own
@@ -100,45 +105,63 @@ func TestMasterIDKept(t *testing.T) {
 	}
 }
 
-// A master whose own heartbeat lapsed beyond the site timeout lets go of
-// its builds (they may have been adopted) before taking back what is still
-// its own; a timely heartbeat does nothing of the sort.
-func TestLapsedHeartbeatFences(t *testing.T) {
-	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+// failingBeats is the master's store with heartbeats that fail while
+// down is set: a master cut off from its database.
+type failingBeats struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (f *failingBeats) Heartbeat(ctx context.Context, m *drover.Master) error {
+	if f.down.Load() {
+		return errors.New("connection refused")
+	}
+	return f.Store.Heartbeat(ctx, m)
+}
+
+// A master that cannot beat fences itself on its own clock, without
+// waiting for a heartbeat to succeed: once half the site timeout has passed
+// since its last beat, it holds dispatch, refuses workers and lets go of
+// its builds. When it beats again it takes back what is still its own.
+func TestFailingHeartbeatFences(t *testing.T) {
 	m := newTestMaster(t, `
-drover.master(site_timeout = "10s")
+drover.master(site_timeout = "1s")
 drover.builder(name = "b", steps = [drover.shell("true")])
-`, func() time.Time { return now })
+`, time.Now)
 	ctx := context.Background()
-	m.ctx = ctx
-	req := &drover.BuildRequest{Builder: "b", Reason: "test", Submitted: now}
-	if err := m.store.AddRequests(ctx, []*drover.BuildRequest{req}); err != nil {
+	fb := &failingBeats{Store: m.store}
+	m.site.store, m.site.shared = fb, true
+	if err := m.site.join(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b := &drover.Build{Builder: "b", Worker: "w", Started: now, Master: m.id}
-	if err := m.store.ClaimRequest(ctx, req.ID, b); err != nil {
-		t.Fatal(err)
-	}
+	b := claimed(t, m, m.id)
 
-	m.site.lastBeat = now.Add(-5 * time.Second)
-	m.beat(ctx)
+	fb.down.Store(true)
+	m.site.tick(ctx) // fails, but within half the timeout: nothing yet
+	if m.site.refusing() != nil || m.disp.isHeld() {
+		t.Fatal("fenced at the first failed beat")
+	}
+	time.Sleep(m.site.timeout()/2 + 10*time.Millisecond) // the fence runs on the real clock
+	m.site.tick(ctx)
+	if err := m.site.refusing(); drover.KindOf(err) != drover.Unavailable {
+		t.Fatalf("a master that cannot beat takes workers: %v", err)
+	}
+	if !m.disp.isHeld() {
+		t.Fatal("a master that cannot beat dispatches")
+	}
 	if got, _ := m.store.GetBuild(ctx, b.ID); got.State != drover.BuildRunning {
-		t.Fatalf("a timely heartbeat touched the build: %s", got.State)
-	}
-	masters, _ := m.store.ListMasters(ctx)
-	if len(masters) != 1 || masters[0].ID != m.id || !masters[0].Heartbeat.Equal(now) {
-		t.Fatalf("masters after a heartbeat = %+v", masters)
+		t.Fatalf("fencing wrote to the build: %s", got.State)
 	}
 
-	// Lapsed: the build, not in hand, is taken back (and, with no steps
-	// stored, given up as retry); dispatch resumes afterwards.
-	m.site.lastBeat = now.Add(-11 * time.Second)
-	m.beat(ctx)
-	if got, _ := m.store.GetBuild(ctx, b.ID); got.State != drover.BuildFinished || got.Result != drover.Retry {
-		t.Errorf("after a lapsed heartbeat the build = %s %s, want taken back (and given up)", got.State, got.Result)
+	fb.down.Store(false)
+	m.site.tick(ctx)
+	if m.site.refusing() != nil || m.disp.isHeld() {
+		t.Fatal("still fenced after a good beat")
 	}
-	if m.fencing {
-		t.Error("dispatch still held after fencing")
+	// The build, not in hand, was taken back (and, with no steps stored,
+	// given up as retry).
+	if got, _ := m.store.GetBuild(ctx, b.ID); got.State != drover.BuildFinished || got.Result != drover.Retry {
+		t.Errorf("after the fence the build = %s %s, want taken back (and given up)", got.State, got.Result)
 	}
 }
 
@@ -155,31 +178,19 @@ func TestReloadNoticeComparesConfigs(t *testing.T) {
 		}
 	}
 	write(`drover.builder(name = "a", steps = [drover.shell("true")])`)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(context.Background(), Options{
-		Dir: dir, Config: cfg, ConfigPath: path, HTTPAddr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0", Plaintext: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.closeResources)
+	m := newTestMasterOn(t, dir, "", path, time.Now)
 	ctx := context.Background()
-	m.ctx = ctx
 
 	write(`drover.builder(name = "b", steps = [drover.shell("true")])`)
-	m.handleNotice(ctx, notice{Origin: "other", Kind: noticeReload, Hash: "0123abcd"})
-	if _, ok := m.Builder("b"); !ok {
+	m.site.handle(ctx, notice{Origin: "other", Kind: noticeReload, Hash: "0123abcd"})
+	if _, ok := m.backend.Builder("b"); !ok {
 		t.Fatal("the notice did not reload this master's file")
 	}
-	if st := m.ConfigStatus(); st.Differs != "other" || st.DiffersHash != "0123abcd" {
+	if st := m.configs.state(); st.Differs != "other" || st.DiffersHash != "0123abcd" {
 		t.Fatalf("status after a reload to another config = %+v, want it to name the other master", st)
 	}
-	m.handleNotice(ctx, notice{Origin: "other", Kind: noticeReload, Hash: m.config().Hash})
-	if st := m.ConfigStatus(); st.Differs != "" {
+	m.site.handle(ctx, notice{Origin: "other", Kind: noticeReload, Hash: m.configs.get().Hash})
+	if st := m.configs.state(); st.Differs != "" {
 		t.Fatalf("status with matching configs = %+v", st)
 	}
 }

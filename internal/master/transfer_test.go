@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/workerhub"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -35,7 +36,7 @@ drover.builder(name = "b", steps = [drover.upload("out")])
 		created time.Time
 	}{{"out/old/a.txt", now.Add(-48 * time.Hour)}, {"out/new.txt", now.Add(-time.Hour)}} {
 		art := &drover.Artifact{BuildID: b.ID, Path: a.path, Size: 5, SHA256: "x", Created: a.created}
-		p, err := m.ArtifactPath(*art)
+		p, err := workerhub.ArtifactFile(m.janitor.artifacts, art.BuildID, art.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +51,7 @@ drover.builder(name = "b", steps = [drover.upload("out")])
 		}
 		arts = append(arts, art)
 	}
-	partials := filepath.Join(ArtifactDir(m.dir), ".partial")
+	partials := filepath.Join(m.janitor.artifacts, ".partial")
 	if err := os.MkdirAll(partials, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ drover.builder(name = "b", steps = [drover.upload("out")])
 			t.Fatal(err)
 		}
 	}
-	m.expireArtifacts(ctx)
+	m.janitor.expireArtifacts(ctx)
 	if _, err := os.Stat(filepath.Join(partials, "stale")); !os.IsNotExist(err) {
 		t.Errorf("abandoned partial upload kept: %v", err)
 	}
@@ -73,14 +74,14 @@ drover.builder(name = "b", steps = [drover.upload("out")])
 	if _, err := m.store.GetArtifact(ctx, arts[0].ID); drover.KindOf(err) != drover.NotFound {
 		t.Errorf("old artifact index kept: %v", err)
 	}
-	if _, _, err := m.OpenArtifact(ctx, arts[0].ID); drover.KindOf(err) != drover.NotFound {
+	if _, _, err := m.backend.OpenArtifact(ctx, arts[0].ID); drover.KindOf(err) != drover.NotFound {
 		t.Errorf("old artifact still served: %v", err)
 	}
-	oldDir := filepath.Join(ArtifactDir(m.dir), strconv.FormatInt(b.ID, 10), "out", "old")
+	oldDir := filepath.Join(m.janitor.artifacts, strconv.FormatInt(b.ID, 10), "out", "old")
 	if _, err := os.Stat(oldDir); !os.IsNotExist(err) {
 		t.Errorf("old artifact's empty directory kept: %v", err)
 	}
-	a, f, err := m.OpenArtifact(ctx, arts[1].ID)
+	a, f, err := m.backend.OpenArtifact(ctx, arts[1].ID)
 	if err != nil {
 		t.Fatalf("recent artifact: %v", err)
 	}

@@ -116,6 +116,12 @@ func openDialect(ctx context.Context, d *dialect, target string) (*DB, error) {
 	return db, nil
 }
 
+// Shared reports whether dsn names a database several masters may share
+// (PostgreSQL), which makes them a site.
+func Shared(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
 // selectEngine picks the dialect for dsn and returns what its open wants.
 func selectEngine(dsn string) (*dialect, string, error) {
 	switch {

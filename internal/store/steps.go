@@ -204,7 +204,21 @@ func (w buildWriter) UpdateLog(ctx context.Context, l *drover.Log) error {
 	if l == nil {
 		return drover.Errorf(drover.Invalid, "update log: no log")
 	}
-	return w.inTx(ctx, l.BuildID, func(tx *sql.Tx) error { return w.s.updateLog(ctx, tx, l) })
+	return w.s.inTx(ctx, func(tx *sql.Tx) error {
+		// The build is the log's own, whatever l says.
+		var build int64
+		err := w.s.prep(tx).QueryRowContext(ctx, w.s.q(`SELECT build_id FROM logs WHERE id = ?`), l.ID).Scan(&build)
+		if errors.Is(err, sql.ErrNoRows) {
+			return drover.Errorf(drover.NotFound, "log %d not found", l.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("update log %d: %w", l.ID, err)
+		}
+		if err := w.guard(ctx, tx, build); err != nil {
+			return err
+		}
+		return w.s.updateLog(ctx, tx, l)
+	})
 }
 
 // updateLog is UpdateLog on q.

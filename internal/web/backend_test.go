@@ -323,7 +323,7 @@ func (b *testBackend) FollowLog(ctx context.Context, id, offset int64, fn func([
 func (b *testBackend) addLog(t *testing.T, buildID int64, step int, text string, complete bool) drover.Log {
 	t.Helper()
 	l := drover.Log{BuildID: buildID, StepIndex: step, Name: "stdio", Bytes: int64(len(text)), Complete: complete}
-	if err := b.st.AddLog(context.Background(), &l); err != nil {
+	if err := b.st.Builds("").AddLog(context.Background(), &l); err != nil {
 		t.Fatalf("add log: %v", err)
 	}
 	b.mu.Lock()
@@ -358,7 +358,7 @@ func (b *testBackend) completeLog(t *testing.T, id int64) {
 		t.Fatalf("get log %d: %v", id, err)
 	}
 	entry.Bytes, entry.Complete = n, true
-	if err := b.st.UpdateLog(ctx, entry); err != nil {
+	if err := b.st.Builds("").UpdateLog(ctx, entry); err != nil {
 		t.Fatalf("update log %d: %v", id, err)
 	}
 }

@@ -78,7 +78,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 	exit0 := 0
 	now := time.Now()
 	f.b.completeLog(t, f.liveLog.ID)
-	must(t, f.b.st.UpdateStep(ctxb, &drover.Step{BuildID: f.running.ID, Index: 1, Name: "compile", State: drover.StepFinished,
+	must(t, f.b.st.Builds("").UpdateStep(ctxb, &drover.Step{BuildID: f.running.ID, Index: 1, Name: "compile", State: drover.StepFinished,
 		Result: drover.Warnings, Summary: "3 warnings", ExitCode: &exit0, Started: now.Add(-110 * time.Second), Finished: now}))
 	f.b.bus.Publish(events.Event{Type: events.StepFinished, Builder: "linux-gcc", BuildID: f.running.ID, Step: 1, Result: "warnings"})
 	waitFor(t, ctx, "the step's result", `document.querySelector("#step-1 .badge").textContent === "warnings"`)
@@ -87,7 +87,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 	waitFor(t, ctx, "the log text kept", fmt.Sprintf(`document.getElementById(%q).textContent === %q`, logSel, want))
 
 	// Finishing the build refreshes the header.
-	must(t, f.b.st.FinishBuild(ctxb, f.running.ID, drover.Warnings, "3 warnings in compile", now, false))
+	must(t, f.b.st.Builds("").FinishBuild(ctxb, f.running.ID, drover.Warnings, "3 warnings in compile", now, false))
 	f.b.bus.Publish(events.Event{Type: events.BuildFinished, Builder: "linux-gcc", BuildID: f.running.ID, Result: "warnings"})
 	waitFor(t, ctx, "the build's result", `document.querySelector("#build-result .badge").textContent === "warnings"`)
 	waitFor(t, ctx, "the build's state", `document.getElementById("build-state").textContent === "finished"`)

@@ -68,7 +68,7 @@ func newHistory(t *testing.T, now time.Time) *testBackend {
 	for _, r := range runs {
 		bd := b.startBuild(t, r.builder, r.worker, r.start)
 		if !r.end.IsZero() {
-			must(t, b.st.FinishBuild(ctx, bd.ID, r.result, "", r.end, false))
+			must(t, b.st.Builds("").FinishBuild(ctx, bd.ID, r.result, "", r.end, false))
 		}
 	}
 	for _, w := range []string{"debian-1", "debian-2", "debian-3", "ubuntu-arm-1", "fbsd-1", "mac-mini-2", "win-1", "win-2"} {
@@ -115,7 +115,7 @@ func TestBrowserWaterfall(t *testing.T) {
 	cell := fmt.Sprintf(`document.querySelector('#waterfall a.wf-num[href="/builders/docs/builds/%d"]')`, next.Number)
 	waitFor(t, ctx, "the new build", cell+` !== null && `+cell+`.closest("td").classList.contains("r-running") &&
 		`+cell+`.closest("td").textContent.includes("win-2")`)
-	must(t, b.st.FinishBuild(context.Background(), next.ID, drover.Failure, "lint failed", time.Now(), false))
+	must(t, b.st.Builds("").FinishBuild(context.Background(), next.ID, drover.Failure, "lint failed", time.Now(), false))
 	b.bus.Publish(events.Event{Type: events.BuildFinished, Builder: "docs", BuildID: next.ID, Result: "failure"})
 	waitFor(t, ctx, "the finished build", cell+`.closest("td").classList.contains("r-failure")`)
 	waitFor(t, ctx, "the header's last result", `[...document.querySelectorAll(".wf-head")].find(th => th.textContent.includes("docs")).querySelector(".badge").textContent === "failure"`)

@@ -254,12 +254,12 @@ func TestWaterfallWindowPaging(t *testing.T) {
 	// store page, so the window needs several reads.
 	for i := range 3 {
 		old := b.startBuild(t, "a", "w1", now.Add(-time.Duration(50+i)*time.Hour))
-		must(t, b.st.FinishBuild(ctx, old.ID, drover.Success, "", old.Started.Add(time.Minute), false))
+		must(t, b.st.Builds("").FinishBuild(ctx, old.ID, drover.Success, "", old.Started.Add(time.Minute), false))
 	}
 	const recent = waterfallPageSize + 20
 	for i := range recent {
 		bd := b.startBuild(t, "a", "w1", now.Add(-time.Duration(recent-i)*time.Second))
-		must(t, b.st.FinishBuild(ctx, bd.ID, drover.Success, "", bd.Started.Add(time.Second), false))
+		must(t, b.st.Builds("").FinishBuild(ctx, bd.ID, drover.Success, "", bd.Started.Add(time.Second), false))
 	}
 	srv, err := newServer(b, testLogger(t), time.Now)
 	must(t, err)

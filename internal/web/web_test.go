@@ -91,31 +91,31 @@ func newFixture(t *testing.T) *fixture {
 	exit0, exit2 := 0, 2
 	// A failed build: checkout passed, compile failed with a hostile log.
 	f.failed = b.startBuild(t, "linux-gcc", "w1", now.Add(-20*time.Minute))
-	must(t, b.st.AddSteps(ctx, []drover.Step{
+	must(t, b.st.Builds("").AddSteps(ctx, []drover.Step{
 		{BuildID: f.failed.ID, Index: 0, Name: "checkout", State: drover.StepPending},
 		{BuildID: f.failed.ID, Index: 1, Name: "compile", State: drover.StepPending},
 	}))
-	must(t, b.st.UpdateStep(ctx, &drover.Step{BuildID: f.failed.ID, Index: 0, Name: "checkout", State: drover.StepFinished,
+	must(t, b.st.Builds("").UpdateStep(ctx, &drover.Step{BuildID: f.failed.ID, Index: 0, Name: "checkout", State: drover.StepFinished,
 		Result: drover.Success, ExitCode: &exit0, Started: now.Add(-20 * time.Minute), Finished: now.Add(-19 * time.Minute)}))
-	must(t, b.st.UpdateStep(ctx, &drover.Step{BuildID: f.failed.ID, Index: 1, Name: "compile", State: drover.StepFinished,
+	must(t, b.st.Builds("").UpdateStep(ctx, &drover.Step{BuildID: f.failed.ID, Index: 1, Name: "compile", State: drover.StepFinished,
 		Result: drover.Failure, Summary: "make: *** [all] Error 2", ExitCode: &exit2,
 		Started: now.Add(-19 * time.Minute), Finished: now.Add(-15 * time.Minute)}))
 	b.addLog(t, f.failed.ID, 0, "Cloning into 'proj'...\n", true)
 	f.failLog = b.addLog(t, f.failed.ID, 1, evilLog, true)
-	must(t, b.st.SetBuildProperties(ctx, f.failed.ID, drover.Properties{"got_revision": "0123456789abcdef", "evil": evilStep}))
-	must(t, b.st.FinishBuild(ctx, f.failed.ID, drover.Failure, "compile failed", now.Add(-15*time.Minute), false))
+	must(t, b.st.Builds("").SetBuildProperties(ctx, f.failed.ID, drover.Properties{"got_revision": "0123456789abcdef", "evil": evilStep}))
+	must(t, b.st.Builds("").FinishBuild(ctx, f.failed.ID, drover.Failure, "compile failed", now.Add(-15*time.Minute), false))
 
 	// A build of the hostile builder.
 	f.evil = b.startBuild(t, evilBuilder, "w2", now.Add(-10*time.Minute))
-	must(t, b.st.AddSteps(ctx, []drover.Step{{BuildID: f.evil.ID, Index: 0, Name: evilStep, State: drover.StepFinished,
+	must(t, b.st.Builds("").AddSteps(ctx, []drover.Step{{BuildID: f.evil.ID, Index: 0, Name: evilStep, State: drover.StepFinished,
 		Result: drover.Success, Started: now.Add(-10 * time.Minute), Finished: now.Add(-9 * time.Minute)}}))
 	big := strings.Repeat("line of output\n", 20000) + "THE END\n" // about 300 KiB
 	f.bigLogID = b.addLog(t, f.evil.ID, 0, big, true).ID
-	must(t, b.st.FinishBuild(ctx, f.evil.ID, drover.Success, "", now.Add(-9*time.Minute), false))
+	must(t, b.st.Builds("").FinishBuild(ctx, f.evil.ID, drover.Success, "", now.Add(-9*time.Minute), false))
 
 	// A running build: checkout done, compile running with a live log.
 	f.running = b.startBuild(t, "linux-gcc", "w1", now.Add(-2*time.Minute))
-	must(t, b.st.AddSteps(ctx, []drover.Step{
+	must(t, b.st.Builds("").AddSteps(ctx, []drover.Step{
 		{BuildID: f.running.ID, Index: 0, Name: "checkout", State: drover.StepFinished, Result: drover.Success,
 			ExitCode: &exit0, Started: now.Add(-2 * time.Minute), Finished: now.Add(-110 * time.Second)},
 		{BuildID: f.running.ID, Index: 1, Name: "compile", State: drover.StepRunning, Started: now.Add(-110 * time.Second)},

@@ -1,14 +1,16 @@
 // Package workerhub is the master's side of the worker protocol: it
 // authenticates workers, keeps one session per connected worker, sends
-// commands and relays their output and completion to a Handler (the
-// master), and enrolls new workers with a fleet enrollment token.
+// commands, ingests their output and completion into the log store and
+// the table of commands in flight (commands.go), serves file transfers,
+// and enrolls new workers with a fleet enrollment token.
 //
 //	worker ──Enroll(enrollment token)──▶ hub ──store.Enroll──▶ new worker token
 //	worker ══Connect stream═══════════▶ hub
-//	   hello(name, token, facts, running)   → authenticate, Handler.WorkerConnected → keep list
+//	   hello(name, token, facts, running)   → authenticate, Handler.WorkerConnected, keep = held ∩ table
 //	   ◀ welcome(keep)
 //	   ◀ run / cancel / ack                  ← Session.Send (one sender goroutine)
-//	   output(seq) / finished / facts       → Handler (in stream order)
+//	   output(seq) / finished / step update → the command table, the log store (in stream order)
+//	   facts                                → Handler.FactsChanged
 //
 // A malformed or out-of-order message closes that one stream with
 // InvalidArgument; the master and every other session carry on. A wrong
@@ -25,6 +27,7 @@ package workerhub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,48 +35,70 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/drover-ci/drover"
-	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
-// Handler receives what workers say. Calls for one session come from that
-// session's receive loop, in stream order; calls for different sessions
-// may run concurrently. An error returned from CommandOutput,
-// CommandFinished or StepUpdate closes the session's stream as a protocol
-// violation.
+// Handler is told of workers coming and going. Calls for one session come
+// from that session's goroutines in order; calls for different sessions
+// may run concurrently. Each call gets a context that ends with the
+// session (WorkerDisconnected's, with the hub's handlerTimeout), and must
+// bound what it does by it.
 type Handler interface {
 	// WorkerConnected is called once a hello is authenticated, before the
-	// welcome. It returns which of the worker's held commands to keep;
-	// the worker kills the rest. An error refuses the worker (it is told
-	// to try again, e.g. on another master of the site) and
-	// WorkerDisconnected is not called.
-	WorkerConnected(s *Session, held []*pb.RunningCommand) (keep []string, err error)
+	// welcome and before the hub decides which of the worker's held
+	// commands to keep (those in its table: a handler that takes a build
+	// over tracks its command first). An error refuses the worker: it is
+	// told, by the error's kind, to try again (e.g. on another master of
+	// the site), and WorkerDisconnected is not called.
+	WorkerConnected(ctx context.Context, s *Session, held []*pb.RunningCommand) error
 	// WorkerDisconnected is called when the session ends for any reason.
-	WorkerDisconnected(s *Session, err error)
-	CommandOutput(s *Session, out *pb.Output) error
-	CommandFinished(s *Session, f *pb.Finished) error
-	// StepUpdate applies what a running command published (links and
-	// properties of its step). It may come again for the same command
-	// after a reconnect and must be idempotent. An error closes the
-	// stream, like CommandOutput's.
-	StepUpdate(s *Session, u *pb.StepUpdate) error
+	WorkerDisconnected(ctx context.Context, s *Session, err error)
 	// FactsChanged is called after the session's facts or availability
 	// changed.
-	FactsChanged(s *Session)
+	FactsChanged(ctx context.Context, s *Session)
+}
+
+// handlerTimeout bounds each Handler call: a stuck store must not hold a
+// worker's hello (the worker gives up and tries another master) or a
+// session's receive loop for ever.
+const handlerTimeout = 15 * time.Second
+
+// Store is what the hub keeps in the master's store: tokens and workers
+// for authentication and enrollment, artifacts for uploads, and the
+// progress of command output.
+type Store interface {
+	GetToken(ctx context.Context, id string) (*drover.Token, error)
+	ListTokens(ctx context.Context, kind drover.TokenKind) ([]drover.Token, error)
+	GetWorker(ctx context.Context, name string) (*drover.Worker, error)
+	Enroll(ctx context.Context, enrollID string, at time.Time, wt *drover.Token, w *drover.Worker) error
+	AddArtifact(ctx context.Context, a *drover.Artifact) error
+	ListArtifacts(ctx context.Context, buildID int64) ([]drover.Artifact, error)
+	SetLogProgress(ctx context.Context, progress []drover.Log) error
+	SetStepURL(ctx context.Context, buildID int64, step int, name, url string) error
 }
 
 // Options configure a Hub.
 type Options struct {
-	Store   store.Store
+	Store   Store
 	Handler Handler
-	Logger  *slog.Logger
-	Version string // the master's program version, sent in welcome
+	// Logs receives commands' output; Events is told of links a running
+	// command published.
+	Logs   Logs
+	Events Publisher
+	// FlushInterval is how often RunFlusher makes output durable and acks
+	// it; 0: DefaultFlushInterval.
+	FlushInterval time.Duration
+	Logger        *slog.Logger
+	Version       string // the master's program version, sent in welcome
 	// HelloTimeout bounds the wait for a new stream's hello.
 	HelloTimeout time.Duration
 	// Probes, if set, gives the probes a welcome carries.
@@ -102,13 +127,17 @@ type ApprovalPolicy interface {
 // Hub implements the Worker gRPC service.
 type Hub struct {
 	pb.UnimplementedWorkerServer
-	store   store.Store
-	handler Handler
-	logger  *slog.Logger
-	version string
-	helloTO time.Duration
-	now     func() time.Time
-	probes  func() *pb.SetProbes
+	store      Store
+	handler    Handler
+	logs       Logs
+	events     Publisher
+	flushEvery time.Duration
+	cmds       commands
+	logger     *slog.Logger
+	version    string
+	helloTO    time.Duration
+	now        func() time.Time
+	probes     func() *pb.SetProbes
 	// approval reports whether enrolling workers wait for approval.
 	approval func() bool
 
@@ -132,6 +161,9 @@ func New(o Options) *Hub {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = DefaultFlushInterval
+	}
 	if o.RequireApproval == nil {
 		if p, ok := o.Handler.(ApprovalPolicy); ok {
 			o.RequireApproval = p.RequireApproval
@@ -140,7 +172,8 @@ func New(o Options) *Hub {
 		}
 	}
 	return &Hub{
-		store: o.Store, handler: o.Handler, logger: o.Logger.With("component", "workerhub"),
+		store: o.Store, handler: o.Handler, logs: o.Logs, events: o.Events, flushEvery: o.FlushInterval,
+		cmds: commands{byID: map[string]*Command{}}, logger: o.Logger.With("component", "workerhub"),
 		version: o.Version, helloTO: o.HelloTimeout, now: o.Now, probes: o.Probes, approval: o.RequireApproval,
 		sessions: make(map[string]*Session), xfer: newTransfers(o.ArtifactDir, o.FilesDir), tokens: o.Tokens,
 		verified: tokens.NewCache(verifiedTTL),
@@ -357,12 +390,15 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	}
 	defer h.remove(s)
 
-	keep, err := h.handler.WorkerConnected(s, hello.GetRunning())
+	hctx, hcancel := context.WithTimeout(sctx, handlerTimeout)
+	err = h.handler.WorkerConnected(hctx, s, hello.GetRunning())
+	hcancel()
 	if err != nil {
 		log.Info("worker sent elsewhere", "why", err)
 		s.close(err)
-		return status.Error(codes.Unavailable, err.Error())
+		return refusal(err)
 	}
+	keep := h.attach(s.Name, hello.GetRunning())
 	welcome := &pb.Welcome{ProtocolVersion: pb.ProtocolVersion, MasterVersion: h.version, WorkerName: s.Name, Keep: keep}
 	if h.probes != nil {
 		p := h.probes()
@@ -371,7 +407,7 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	err = stream.Send(&pb.MasterMessage{Msg: &pb.MasterMessage_Welcome{Welcome: welcome}})
 	if err != nil {
 		s.close(err)
-		h.handler.WorkerDisconnected(s, err)
+		h.disconnected(s, err)
 		return err
 	}
 	log.Info("worker connected", "version", hello.GetProgramVersion(), "os", hello.GetOs(), "arch", hello.GetArch())
@@ -399,13 +435,37 @@ func (h *Hub) Connect(stream pb.Worker_ConnectServer) error {
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
 	}
-	h.handler.WorkerDisconnected(s, err)
+	h.disconnected(s, err)
 	log.Info("worker disconnected", "err", err)
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		return err
 	}
 	return nil
+}
+
+// disconnected tells the handler a session ended.
+func (h *Hub) disconnected(s *Session, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), handlerTimeout)
+	defer cancel()
+	h.handler.WorkerDisconnected(ctx, s, err)
+}
+
+// refusal is what a worker the handler refused is told: a status by the
+// error's kind, with the message only when the kind makes it one meant
+// for the caller. What else the error says (a database's host name, say)
+// stays in the master's log.
+func refusal(err error) error {
+	msg := drover.Message(err)
+	switch drover.KindOf(err) {
+	case drover.Conflict:
+		return status.Error(codes.FailedPrecondition, msg)
+	case drover.Unauthorized:
+		return status.Error(codes.PermissionDenied, msg)
+	case drover.Invalid:
+		return status.Error(codes.InvalidArgument, msg)
+	}
+	return status.Error(codes.Unavailable, "the master cannot take this worker now; try again")
 }
 
 func (h *Hub) recvHello(stream pb.Worker_ConnectServer) (*pb.Hello, error) {
@@ -464,26 +524,28 @@ func (h *Hub) handle(s *Session, m *pb.WorkerMessage) error {
 		if o.GetCommandId() == "" || o.GetSeq() == 0 {
 			return status.Error(codes.InvalidArgument, "output without command id or sequence number")
 		}
-		if err := h.handler.CommandOutput(s, o); err != nil {
+		if err := h.output(s, o); err != nil {
 			return status.Errorf(codes.InvalidArgument, "output of %s: %v", o.GetCommandId(), err)
 		}
 	case *pb.WorkerMessage_Finished:
 		if msg.Finished.GetCommandId() == "" {
 			return status.Error(codes.InvalidArgument, "finished without command id")
 		}
-		if err := h.handler.CommandFinished(s, msg.Finished); err != nil {
+		if err := h.finished(s, msg.Finished); err != nil {
 			return status.Errorf(codes.InvalidArgument, "finished %s: %v", msg.Finished.GetCommandId(), err)
 		}
 	case *pb.WorkerMessage_StepUpdate:
 		if msg.StepUpdate.GetCommandId() == "" {
 			return status.Error(codes.InvalidArgument, "step update without command id")
 		}
-		if err := h.handler.StepUpdate(s, msg.StepUpdate); err != nil {
+		if err := h.stepUpdate(s.ctx, s, msg.StepUpdate); err != nil {
 			return status.Errorf(codes.InvalidArgument, "step update of %s: %v", msg.StepUpdate.GetCommandId(), err)
 		}
 	case *pb.WorkerMessage_Facts:
 		s.updateFacts(msg.Facts)
-		h.handler.FactsChanged(s)
+		ctx, cancel := context.WithTimeout(s.ctx, handlerTimeout)
+		h.handler.FactsChanged(ctx, s)
+		cancel()
 	case *pb.WorkerMessage_Hello:
 		return status.Error(codes.InvalidArgument, "hello sent twice")
 	default:
@@ -517,3 +579,36 @@ func (h *Hub) CloseAll(reason error) {
 
 // errSendQueueFull is why a session whose worker stopped reading is closed.
 var errSendQueueFull = fmt.Errorf("send queue full: worker not reading")
+
+// Server timings and limits of the worker protocol's gRPC server.
+const (
+	// keepaliveMinTime is the shortest interval between a worker's pings
+	// the server tolerates; the agent pings every 30 s.
+	keepaliveMinTime = 10 * time.Second
+	// keepaliveTime and keepaliveTimeout make the server ping a quiet
+	// connection and drop one that does not answer: a worker cut off
+	// silently (a NAT timing out, a cable pulled) is seen gone within
+	// about 40 s, and its builds' grace begins.
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	// maxRecvMsgSize bounds a worker's message: output comes in chunks
+	// far smaller; anything bigger is a broken or hostile peer.
+	maxRecvMsgSize = 4 << 20
+)
+
+// NewServer makes the gRPC server that serves h to workers, over TLS
+// when tlsCfg is set (plaintext otherwise, which the caller allows only
+// where it is safe).
+func NewServer(h *Hub, tlsCfg *tls.Config) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterWorkerServer(gs, h)
+	return gs
+}

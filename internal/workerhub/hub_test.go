@@ -1,6 +1,7 @@
 package workerhub
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/logstore"
 	"github.com/drover-ci/drover/internal/store"
 	"github.com/drover-ci/drover/internal/tokens"
 	pb "github.com/drover-ci/drover/internal/workerproto"
@@ -27,59 +30,29 @@ type recorder struct {
 	mu           sync.Mutex
 	connected    []string
 	disconnected []string
-	outputs      []*pb.Output
-	finished     []*pb.Finished
-	updates      []*pb.StepUpdate
-	refuseOutput bool
 }
 
-func (r *recorder) WorkerConnected(s *Session, held []*pb.RunningCommand) ([]string, error) {
+func (r *recorder) WorkerConnected(ctx context.Context, s *Session, held []*pb.RunningCommand) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.connected = append(r.connected, s.Name)
-	var keep []string
-	for _, h := range held {
-		keep = append(keep, h.GetCommandId())
-	}
-	return keep, nil
+	return nil
 }
 
-func (r *recorder) WorkerDisconnected(s *Session, err error) {
+func (r *recorder) WorkerDisconnected(ctx context.Context, s *Session, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.disconnected = append(r.disconnected, s.Name)
 }
 
-func (r *recorder) CommandOutput(s *Session, o *pb.Output) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.refuseOutput {
-		return drover.Errorf(drover.Invalid, "sequence gap")
-	}
-	r.outputs = append(r.outputs, o)
-	return nil
-}
-
-func (r *recorder) CommandFinished(s *Session, f *pb.Finished) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.finished = append(r.finished, f)
-	return nil
-}
-
-func (r *recorder) StepUpdate(s *Session, u *pb.StepUpdate) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.updates = append(r.updates, u)
-	return nil
-}
-
-func (r *recorder) FactsChanged(s *Session) {}
+func (r *recorder) FactsChanged(ctx context.Context, s *Session) {}
 
 type fixture struct {
 	hub    *Hub
 	rec    *recorder
 	store  store.Store
+	logs   *logstore.Dir
+	bus    *events.Bus
 	client pb.WorkerClient
 	enroll string
 }
@@ -105,8 +78,14 @@ func newFixtureWith(t *testing.T, opt func(*Options)) *fixture {
 	if err := st.AddToken(ctx, &tok); err != nil {
 		t.Fatal(err)
 	}
+	logs, err := logstore.Open(filepath.Join(t.TempDir(), "logs"), logstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
 	rec := &recorder{}
-	o := Options{Store: st, Handler: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second, Tokens: tokens.Hasher{Cost: tokens.FastCost}}
+	bus := &events.Bus{}
+	o := Options{Store: testStore{Store: st, BuildWriter: st.Builds("")}, Handler: rec, Logs: logs, Events: bus, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", HelloTimeout: 2 * time.Second, Tokens: tokens.Hasher{Cost: tokens.FastCost}}
 	if opt != nil {
 		opt(&o)
 	}
@@ -124,7 +103,14 @@ func newFixtureWith(t *testing.T, opt func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &fixture{hub: hub, rec: rec, store: st, client: pb.NewWorkerClient(conn), enroll: secret}
+	return &fixture{hub: hub, rec: rec, store: st, logs: logs, bus: bus, client: pb.NewWorkerClient(conn), enroll: secret}
+}
+
+// testStore is the store as the master hands it to the hub: build
+// writes carry the driver's ID (here that of builds claimed with none).
+type testStore struct {
+	store.Store
+	store.BuildWriter
 }
 
 func (f *fixture) enrollWorker(t *testing.T, name string) string {
@@ -275,8 +261,12 @@ func TestSessionLifecycle(t *testing.T) {
 	if got := sess.Facts(); got.Get("os") != "linux" || got.Get("pool") != "blue" {
 		t.Errorf("facts with labels = %v", got)
 	}
+	if sess.Protocol != pb.ProtocolVersion {
+		t.Errorf("session protocol = %d, want %d", sess.Protocol, pb.ProtocolVersion)
+	}
 	// The master sends a command; the worker answers with output and finish.
-	if err := sess.Run(&pb.RunCommand{CommandId: "c1", Argv: []string{"true"}}); err != nil {
+	c := f.hub.Track(&pb.RunCommand{CommandId: "c1", Argv: []string{"true"}}, "w1", 1, 1, 0)
+	if err := sess.Run(c.Run); err != nil {
 		t.Fatal(err)
 	}
 	m, err := s1.Recv()
@@ -290,25 +280,30 @@ func TestSessionLifecycle(t *testing.T) {
 		}
 	}
 	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Output{Output: &pb.Output{CommandId: "c1", Seq: 1, Data: []byte("hi")}}})
-	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_StepUpdate{StepUpdate: &pb.StepUpdate{CommandId: "c1", Urls: map[string]string{"report": "https://example.org/r"}}}})
 	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Finished{Finished: &pb.Finished{CommandId: "c1", LastSeq: 1}}})
+	select {
+	case fin := <-c.Done():
+		if fin.GetLastSeq() != 1 {
+			t.Errorf("finished = %v", fin)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command's end never came")
+	}
+	if got := readLog(t, f.logs, 1); got != "hi" {
+		t.Errorf("log = %q, want the output", got)
+	}
 
 	// A malformed message ends that stream only.
 	send(s1, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Output{Output: &pb.Output{CommandId: "c1"}}})
 	if _, err := s1.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("after malformed output: %v", err)
 	}
-	// A refused message (a sequence gap, say) ends the stream too.
-	f.rec.mu.Lock()
-	f.rec.refuseOutput = true
-	f.rec.mu.Unlock()
+	// A refused message (a sequence gap) ends the stream too.
+	f.hub.Track(&pb.RunCommand{CommandId: "c2"}, "w2", 2, 1, 0)
 	send(s2, &pb.WorkerMessage{Msg: &pb.WorkerMessage_Output{Output: &pb.Output{CommandId: "c2", Seq: 7}}})
 	if _, err := s2.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("after refused output: %v", err)
 	}
-	f.rec.mu.Lock()
-	f.rec.refuseOutput = false
-	f.rec.mu.Unlock()
 	// The hub still serves: w1 reconnects, and a second connection of the
 	// same worker replaces the first.
 	a := f.connect(t, "w1", tok1)
@@ -320,14 +315,19 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Fatal("no session after reconnect")
 	}
 	_ = b
-	f.rec.mu.Lock()
-	defer f.rec.mu.Unlock()
-	if len(f.rec.outputs) != 1 || string(f.rec.outputs[0].GetData()) != "hi" || len(f.rec.finished) != 1 {
-		t.Errorf("handler saw outputs %v, finished %v", f.rec.outputs, f.rec.finished)
+}
+
+// readLog is the stored text of log id.
+func readLog(t *testing.T, logs *logstore.Dir, id int64) string {
+	t.Helper()
+	if err := logs.Flush(id); err != nil {
+		t.Fatal(err)
 	}
-	if len(f.rec.updates) != 1 || f.rec.updates[0].GetUrls()["report"] != "https://example.org/r" {
-		t.Errorf("handler saw step updates %v", f.rec.updates)
+	var buf bytes.Buffer
+	if _, err := logs.Copy(context.Background(), id, 0, &buf); err != nil {
+		t.Fatal(err)
 	}
+	return buf.String()
 }
 
 func TestHelloTimeout(t *testing.T) {

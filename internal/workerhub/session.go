@@ -19,8 +19,11 @@ const sendQueue = 256
 // Session is one connected worker. Its fields from the hello are fixed for
 // the session's life; facts and availability may change.
 type Session struct {
-	Name      string
-	Version   string
+	Name    string
+	Version string // the worker's program version
+	// Protocol is the protocol version the worker speaks: the master
+	// sends it only what that version has (see workerproto's history).
+	Protocol  uint32
 	OS        string
 	Arch      string
 	Labels    map[string]string
@@ -41,7 +44,7 @@ type Session struct {
 
 func newSession(ctx context.Context, cancel context.CancelCauseFunc, hello *pb.Hello, addr string, now time.Time) *Session {
 	s := &Session{
-		Name: hello.GetName(), Version: hello.GetProgramVersion(), OS: hello.GetOs(), Arch: hello.GetArch(),
+		Name: hello.GetName(), Version: hello.GetProgramVersion(), Protocol: hello.GetProtocolVersion(), OS: hello.GetOs(), Arch: hello.GetArch(),
 		Labels: hello.GetLabels(), MaxBuilds: int(hello.GetMaxBuilds()), Addr: addr, Since: now,
 		ctx: ctx, cancel: cancel, out: make(chan *pb.MasterMessage, sendQueue),
 		lastSeen: now,

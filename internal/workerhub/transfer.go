@@ -4,7 +4,7 @@ package workerhub
 //
 // Each call names the worker, its token and a command id (TransferAuth).
 // The token is checked as a hello's is; the command must be one the
-// master runs on that worker now (TransferHandler), and it decides what
+// master runs on that worker now (the command table), and it decides what
 // the call may touch:
 //
 //   - a transfer command (RunCommand.transfer) of kind upload stores files
@@ -56,14 +56,6 @@ const DefaultUploadMax = 1 << 30
 
 // transferChunk is the data size of one Download message.
 const transferChunk = 256 << 10
-
-// TransferHandler is implemented by a Handler that accepts file
-// transfers: the master, which knows the commands it runs.
-type TransferHandler interface {
-	// TransferCommand returns the command commandID that worker runs now
-	// for the master, or false.
-	TransferCommand(worker, commandID string) (*pb.RunCommand, bool)
-}
 
 // transfers is the hub's transfer state: which partial files are being
 // written, so that two streams never write one.
@@ -182,15 +174,11 @@ func (h *Hub) transferCommand(ctx context.Context, auth *pb.TransferAuth) (*pb.R
 	if err := h.checkApproval(ctx, log, auth.GetWorker()); err != nil {
 		return nil, log, err
 	}
-	th, ok := h.handler.(TransferHandler)
-	if !ok {
-		return nil, log, status.Error(codes.Unimplemented, "this master takes no file transfers")
-	}
-	run, ok := th.TransferCommand(auth.GetWorker(), auth.GetCommandId())
+	c, ok := h.Tracked(auth.GetWorker(), auth.GetCommandId())
 	if !ok {
 		return nil, log, status.Errorf(codes.NotFound, "command %s is not running on %s", auth.GetCommandId(), auth.GetWorker())
 	}
-	return run, log, nil
+	return c.Run, log, nil
 }
 
 // uploadTarget is where one uploaded file goes.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,20 +17,6 @@ import (
 	"github.com/drover-ci/drover"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
-
-// transferRecorder is a recorder that runs the commands in cmds.
-type transferRecorder struct {
-	*recorder
-	mu   sync.Mutex
-	cmds map[string]*pb.RunCommand // by command id; worker "w1"
-}
-
-func (r *transferRecorder) TransferCommand(worker, id string) (*pb.RunCommand, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.cmds[id]
-	return c, ok && worker == "w1"
-}
 
 type transferFixture struct {
 	*fixture
@@ -44,9 +29,8 @@ type transferFixture struct {
 func newTransferFixture(t *testing.T, cmds map[string]*pb.RunCommand) *transferFixture {
 	t.Helper()
 	dir, files := t.TempDir(), t.TempDir()
-	tr := &transferRecorder{recorder: &recorder{}, cmds: cmds}
 	f := newFixtureWith(t, func(o *Options) {
-		o.Handler, o.ArtifactDir, o.FilesDir = tr, dir, files
+		o.ArtifactDir, o.FilesDir = dir, files
 	})
 	tok := f.enrollWorker(t, "w1")
 	ctx := context.Background()
@@ -60,6 +44,7 @@ func newTransferFixture(t *testing.T, cmds map[string]*pb.RunCommand) *transferF
 	}
 	for _, c := range cmds {
 		c.BuildId = b.ID
+		f.hub.Track(c, "w1", 0, 1, 0) // the commands the master runs on w1 now
 	}
 	return &transferFixture{fixture: f, dir: dir, files: files, build: b,
 		auth: func(id string) *pb.TransferAuth { return &pb.TransferAuth{Worker: "w1", Token: tok, CommandId: id} }}

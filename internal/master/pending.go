@@ -3,7 +3,6 @@ package master
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -11,33 +10,6 @@ import (
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/store"
 )
-
-// Queue implements api.Backend: the pending requests in the order the
-// dispatcher serves them, each with the reason it gave at its last round.
-func (m *Master) Queue(ctx context.Context) ([]drover.QueueEntry, error) {
-	pending, err := m.store.ListRequests(ctx, drover.RequestFilter{State: drover.RequestPending})
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]drover.QueueEntry, len(pending))
-	for i, r := range pending {
-		why, ok := m.waiting[r.ID]
-		if !ok {
-			why = drover.WaitReason{Code: drover.WaitDispatch, Text: "about to be dispatched"}
-		}
-		since := m.noWorker[r.ID]
-		if !since.IsZero() {
-			why.Text += fmt.Sprintf(" (for %s)", m.now().Sub(since).Round(time.Second))
-		}
-		out[i] = drover.QueueEntry{Request: r, Waiting: why.Text, WaitCode: why.Code, NoWorkerSince: since}
-	}
-	return out, nil
-}
-
-// Locks implements api.Backend.
-func (m *Master) Locks() []drover.LockState { return m.locks.states() }
 
 // pendingQueue is the dispatcher's copy of the pending requests, so that a
 // dispatch round need not read the whole queue from the store. The
@@ -65,7 +37,9 @@ type pendingQueue struct {
 // It holds q.mu while it reads, so that no write recorded meanwhile is
 // lost: such a write committed before or after the read, and is recorded
 // only once the read is done.
-func (q *pendingQueue) list(ctx context.Context, st store.Store) ([]drover.BuildRequest, error) {
+func (q *pendingQueue) list(ctx context.Context, st interface {
+	ListRequests(ctx context.Context, f drover.RequestFilter) ([]drover.BuildRequest, error)
+}) ([]drover.BuildRequest, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.valid {
@@ -199,13 +173,33 @@ func (s queueStore) CancelRequest(ctx context.Context, id int64, reason string) 
 	return err
 }
 
-func (s queueStore) FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error {
-	err := s.Store.FinishBuild(ctx, id, result, summary, finished, requeue)
+// Builds returns the store's build writes, with a build put back in the
+// queue (a retry) recorded in the copy.
+func (s queueStore) Builds(master string) store.BuildWriter {
+	return queueWriter{BuildWriter: s.Store.Builds(master), q: s.q}
+}
+
+// queueWriter is the build writes of a queueStore.
+type queueWriter struct {
+	store.BuildWriter
+	q *pendingQueue
+}
+
+func (w queueWriter) FinishBuild(ctx context.Context, id int64, result drover.Result, summary string, finished time.Time, requeue bool) error {
+	err := w.BuildWriter.FinishBuild(ctx, id, result, summary, finished, requeue)
 	if requeue {
 		// Its request is pending again; which one is in the store. An
 		// error may hide a commit (the connection broke after it), so
 		// the copy goes stale either way.
-		s.q.stale()
+		w.q.stale()
+	}
+	return err
+}
+
+func (w queueWriter) AbandonBuild(ctx context.Context, id int64, a store.Abandon) error {
+	err := w.BuildWriter.AbandonBuild(ctx, id, a)
+	if a.Requeue {
+		w.q.stale()
 	}
 	return err
 }

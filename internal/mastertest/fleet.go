@@ -1,4 +1,4 @@
-package bench
+package mastertest
 
 import (
 	"context"
@@ -20,16 +20,16 @@ import (
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
 
-// behavior is what every simulated worker of a fleet does with a
+// Behavior is what every simulated worker of a Fleet does with a
 // RunCommand.
-type behavior struct {
+type Behavior struct {
 	// OutputBytes is the output each command sends before Finished;
 	// zero sends one short line.
 	OutputBytes int64
 	// Chunk is the size of each Output message (default 64 KiB, the real
 	// worker's largest chunk).
 	Chunk int
-	// Hold keeps every command running until fleet.release.
+	// Hold keeps every command running until Fleet.release.
 	Hold bool
 	// Ticks, when set, replaces the output: that many lines
 	// "tick <unix nanoseconds>\n", TickEvery apart, for live-tail latency.
@@ -45,24 +45,27 @@ type behavior struct {
 
 // Backoff of a simulated worker between connection attempts: the real
 // agent's (uniform in [0, min(max, min·2^failures)) ), so that a connect
-// storm is spread as a real fleet's is.
+// storm is spread as a real Fleet's is.
 const (
 	simBackoffMin = time.Second
 	simBackoffMax = 60 * time.Second
 )
 
-// fleet is many simulated workers in one process, each with its own gRPC
-// connection and Connect stream to the master.
-type fleet struct {
+// Fleet is many simulated workers in one process, each with its own gRPC
+// connection and Connect stream to the master: they speak the real
+// protocol (enroll, hello, welcome, output, finished) without running
+// anything, so that a test or a benchmark measures the master, not the
+// commands.
+type Fleet struct {
 	addr    string
-	creds   []cred
-	beh     behavior
+	creds   []Cred
+	beh     Behavior
 	log     *slog.Logger
 	payload []byte // shared, read-only output bytes
 
 	connected atomic.Int64
-	changed   chan struct{} // signalled when connected changes; coalesced
-	release   chan struct{} // closed by releaseHeld
+	changed   chan struct{} // signalled when connected changes; coalesced (Changed)
+	release   chan struct{} // closed by ReleaseHeld
 	relOnce   sync.Once
 
 	cancel    context.CancelFunc
@@ -70,13 +73,13 @@ type fleet struct {
 	closeOnce sync.Once
 }
 
-// startFleet connects a simulated worker per credential to addr. Close
+// StartFleet connects a simulated worker per credential to addr. Close
 // stops them.
-func startFleet(ctx context.Context, addr string, cs []cred, beh behavior, log *slog.Logger) *fleet {
+func StartFleet(ctx context.Context, addr string, cs []Cred, beh Behavior, log *slog.Logger) *Fleet {
 	if beh.Chunk <= 0 {
 		beh.Chunk = 64 << 10
 	}
-	f := &fleet{
+	f := &Fleet{
 		addr: addr, creds: slices.Clone(cs), beh: beh, log: log,
 		changed: make(chan struct{}, 1), release: make(chan struct{}),
 	}
@@ -99,20 +102,27 @@ func makePayload(n int) []byte {
 }
 
 // Close disconnects every worker and waits for them. It is idempotent.
-func (f *fleet) Close() {
+func (f *Fleet) Close() {
 	f.closeOnce.Do(func() {
 		f.cancel()
 		f.wg.Wait()
 	})
 }
 
-// releaseHeld lets held commands finish.
-func (f *fleet) releaseHeld() { f.relOnce.Do(func() { close(f.release) }) }
+// ReleaseHeld lets held commands finish.
+func (f *Fleet) ReleaseHeld() { f.relOnce.Do(func() { close(f.release) }) }
+
+// Changed is signalled, coalesced, when Connected changes.
+func (f *Fleet) Changed() <-chan struct{} { return f.changed }
+
+// Creds are the workers' credentials, with the tokens enrolling gave
+// them once they have connected.
+func (f *Fleet) Creds() []Cred { return f.creds }
 
 // Connected is how many workers have a welcomed session now.
-func (f *fleet) Connected() int { return int(f.connected.Load()) }
+func (f *Fleet) Connected() int { return int(f.connected.Load()) }
 
-func (f *fleet) setConnected(delta int64) {
+func (f *Fleet) setConnected(delta int64) {
 	f.connected.Add(delta)
 	select {
 	case f.changed <- struct{}{}:
@@ -120,8 +130,8 @@ func (f *fleet) setConnected(delta int64) {
 	}
 }
 
-// waitConnected waits until exactly n workers are connected.
-func (f *fleet) waitConnected(ctx context.Context, n int) error {
+// WaitConnected waits until exactly n workers are connected.
+func (f *Fleet) WaitConnected(ctx context.Context, n int) error {
 	for f.Connected() != n {
 		select {
 		case <-ctx.Done():
@@ -136,7 +146,7 @@ func (f *fleet) waitConnected(ctx context.Context, n int) error {
 // runWorker keeps one simulated worker connected until ctx ends, with the
 // real agent's backoff between attempts. It owns *c, and records there the
 // token enrolling gave it.
-func (f *fleet) runWorker(ctx context.Context, c *cred) {
+func (f *Fleet) runWorker(ctx context.Context, c *Cred) {
 	failures := 0
 	for {
 		up, err := f.session(ctx, c)
@@ -166,7 +176,7 @@ func (f *fleet) runWorker(ctx context.Context, c *cred) {
 
 // session is one connection: enroll if needed, hello, welcome, then serve
 // commands until the stream breaks. It reports how long it was up.
-func (f *fleet) session(ctx context.Context, c *cred) (time.Duration, error) {
+func (f *Fleet) session(ctx context.Context, c *Cred) (time.Duration, error) {
 	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, fmt.Errorf("dial %s: %w", f.addr, err)
@@ -256,7 +266,7 @@ func (f *fleet) session(ctx context.Context, c *cred) (time.Duration, error) {
 
 // execute answers one command: output, then Finished. A held command
 // waits for release or a cancel first.
-func (f *fleet) execute(ctx context.Context, run *pb.RunCommand, stop <-chan struct{}, send func(*pb.WorkerMessage) error) {
+func (f *Fleet) execute(ctx context.Context, run *pb.RunCommand, stop <-chan struct{}, send func(*pb.WorkerMessage) error) {
 	start := time.Now()
 	id := run.GetCommandId()
 	fin := &pb.Finished{CommandId: id, Reason: pb.FinishReason_FINISH_REASON_EXITED}

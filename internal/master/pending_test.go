@@ -76,7 +76,7 @@ func TestPendingQueue(t *testing.T) {
 	ids()
 
 	// A retry puts r3 back: the copy is read again.
-	if err := st.FinishBuild(ctx, claims[0].Build.ID, drover.Retry, "lost", t0, true); err != nil {
+	if err := st.Builds("").FinishBuild(ctx, claims[0].Build.ID, drover.Retry, "lost", t0, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := ids(), []int64{r3.ID, r4.ID}; !slices.Equal(got, want) {
