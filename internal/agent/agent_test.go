@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/workerproto"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -80,7 +81,7 @@ func TestEnrollThenReconnectWithWorkerToken(t *testing.T) {
 	if got := s.hello.GetToken(); got != testWorkerToken {
 		t.Errorf("hello token = %q, want the enrolled worker token", got)
 	}
-	if s.hello.GetName() != "w1" || s.hello.GetAvailability() != "eager" || s.hello.GetProtocolVersion() != 1 || s.hello.GetMaxBuilds() != 1 {
+	if s.hello.GetName() != "w1" || s.hello.GetAvailability() != "eager" || s.hello.GetProtocolVersion() != workerproto.ProtocolVersion || s.hello.GetMaxBuilds() != 1 {
 		t.Errorf("hello = %v", s.hello)
 	}
 	if got := s.hello.GetFacts()["drover_version"].GetValues(); len(got) != 1 || got[0] != "1.2.3-test" {
