@@ -181,6 +181,12 @@ type Timeouts struct {
 	Dial    time.Duration // establishing a connection: TCP, TLS, HTTP/2 settings (dialTimeout, 15 s)
 	Welcome time.Duration // from opening the stream to the master's welcome (welcomeTimeout, 30 s)
 	Enroll  time.Duration // the Enroll RPC, once connected (enrollTimeout, 30 s)
+	// TransferCall bounds one UploadStatus call (transferCallTimeout, 30 s).
+	TransferCall time.Duration
+	// TransferIdle bounds the time an Upload or Download stream may go
+	// without a chunk moving (transferIdleTimeout, 2 min); the whole
+	// transfer has no bound but the step's max_time.
+	TransferIdle time.Duration
 }
 
 // withDefaults returns t with every zero field set to its default.
@@ -193,6 +199,8 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Dial, dialTimeout)
 	def(&t.Welcome, welcomeTimeout)
 	def(&t.Enroll, enrollTimeout)
+	def(&t.TransferCall, transferCallTimeout)
+	def(&t.TransferIdle, transferIdleTimeout)
 	return t
 }
 

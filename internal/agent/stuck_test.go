@@ -1,16 +1,20 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/workerproto"
 )
 
 // stuckTimeout is the shortened timeout of the stuck-master tests: long
@@ -308,6 +312,59 @@ func TestEnrollGivesUpOnAStuckMaster(t *testing.T) {
 		defer site[1].mu.Unlock()
 		if len(site[1].enrolls) != 1 {
 			t.Errorf("the healthy master took %d enrollments, want 1", len(site[1].enrolls))
+		}
+	})
+}
+
+// A transfer whose master stops answering gives up on that call within
+// the transfer timeouts and tries again, as after a broken connection:
+// an UploadStatus left unanswered, a Download stream that brings nothing.
+func TestStuckTransferIsRetried(t *testing.T) {
+	t.Run("upload", func(t *testing.T) {
+		m := startUploadMaster(t, 1<<30)
+		m.stallStatus = map[int]bool{1: true}
+		dir := t.TempDir()
+		data := testData(2*transferChunk+5, 1)
+		if err := os.MkdirAll(filepath.Join(dir, "b", "build", "out"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "b", "build", "out", "data.bin"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a := newTestAgent(t, m.fakeMaster, dir, func(c *Config) { c.Timeouts = Timeouts{TransferCall: stuckTimeout} })
+		runAgent(t, a)
+		s := m.Session(t)
+		s.Run(&workerproto.RunCommand{CommandId: "up1", Builder: "b", BuildId: 1, Step: 1,
+			Transfer: &workerproto.Transfer{Kind: workerproto.TransferKind_TRANSFER_KIND_UPLOAD, WorkerPath: "build/out", MasterPath: "results", MaxBytes: 1 << 30}})
+		_, f := s.Collect(t, "up1", 30*time.Second)
+		if f.GetExitCode() != 0 {
+			t.Fatalf("upload finished %v: %s", f.GetExitCode(), f.GetError())
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.statusCalls != 2 || !bytes.Equal(m.files["data.bin"], data) {
+			t.Fatalf("UploadStatus called %d times, the master holds %d bytes of %d; want 2 calls and the file", m.statusCalls, len(m.files["data.bin"]), len(data))
+		}
+	})
+	t.Run("download", func(t *testing.T) {
+		data := testData(3*transferChunk+7, 2)
+		m := startDownloadMaster(t, 1<<40, memFile{"", data})
+		m.stall = map[int]bool{1: true}
+		dir := t.TempDir()
+		a := newTestAgent(t, m.fakeMaster, dir, func(c *Config) { c.Timeouts = Timeouts{TransferIdle: stuckTimeout} })
+		runAgent(t, a)
+		s := m.Session(t)
+		s.Run(&workerproto.RunCommand{CommandId: "dl1", Builder: "b", BuildId: 1, Step: 2,
+			Transfer: &workerproto.Transfer{Kind: workerproto.TransferKind_TRANSFER_KIND_DOWNLOAD, WorkerPath: "in/data.bin", MasterPath: "artifact:x", MaxBytes: 1 << 30}})
+		_, f := s.Collect(t, "dl1", 30*time.Second)
+		if f.GetExitCode() != 0 {
+			t.Fatalf("download finished %v: %s", f.GetExitCode(), f.GetError())
+		}
+		wantFile(t, filepath.Join(dir, "b", "in", "data.bin"), data)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if len(m.requests) != 2 {
+			t.Fatalf("%d Download calls, want the stalled one and a second", len(m.requests))
 		}
 	})
 }
