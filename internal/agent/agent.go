@@ -829,7 +829,9 @@ func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient, add
 		case codes.InvalidArgument, codes.AlreadyExists:
 			return drover.Errorf(drover.Invalid, "enrollment refused: %s", status.Convert(err).Message())
 		}
-		if ctx.Err() == nil && errors.Is(ectx.Err(), context.DeadlineExceeded) {
+		// The master, which got the deadline with the call, may end it
+		// a little before the worker's own timer does.
+		if ctx.Err() == nil && (errors.Is(ectx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
 			return noAnswer(addr, "the enrollment", a.timeouts.Enroll)
 		}
 		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", addr, err)

@@ -18,9 +18,10 @@ import (
 )
 
 // stuckTimeout is the shortened timeout of the stuck-master tests: long
-// enough that a healthy loopback exchange never reaches it under -race,
-// far shorter than the defaults, which the tests' waits (10 s) stay under.
-const stuckTimeout = 300 * time.Millisecond
+// enough that a healthy loopback exchange never reaches it under -race on
+// a busy machine (it applies to the healthy masters too), far shorter
+// than the defaults, which the tests' waits (10 s) stay under.
+const stuckTimeout = time.Second
 
 // stuckListener is a master that is up but stuck: it accepts TCP
 // connections on 127.0.0.1 and never says a word on them. Each accepted
@@ -220,14 +221,13 @@ func TestStuckMasterIsFailedOver(t *testing.T) {
 // a stream that outlives it many times over still carries messages both
 // ways, and the worker does not reconnect.
 func TestWelcomeTimeoutBoundsOnlyTheHandshake(t *testing.T) {
-	const welcome = 100 * time.Millisecond
 	m := startFakeMaster(t, false)
-	a := newTestAgent(t, m, t.TempDir(), func(c *Config) { c.Timeouts = Timeouts{Welcome: welcome, Dial: welcome} })
+	a := newTestAgent(t, m, t.TempDir(), func(c *Config) { c.Timeouts = Timeouts{Welcome: stuckTimeout, Dial: stuckTimeout} })
 	runAgent(t, a)
 	s := m.Session(t)
 	// Outlast the timeout: had it bounded the stream, the stream would
 	// be cancelled by now.
-	<-time.After(5 * welcome)
+	<-time.After(3 * stuckTimeout)
 	if _, err := a.setManual(&ManualSetting{Availability: drover.Draining, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}

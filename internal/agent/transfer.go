@@ -487,7 +487,7 @@ func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *worke
 	st, err := client.UploadStatus(cctx, &workerproto.UploadStatusRequest{Auth: auth, Path: f.rel, Size: f.size})
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+		if ctx.Err() == nil && (errors.Is(cctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
 			return "", drover.Errorf(drover.Unavailable, "the master did not answer UploadStatus within %s", tm.TransferCall)
 		}
 		return "", err
