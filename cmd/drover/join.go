@@ -367,8 +367,16 @@ func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error 
 	if target.plaintext {
 		in.note("plaintext connection: no TLS, no CA to verify (loopback only)")
 	} else {
-		for _, addr := range reachable {
+		verified := 0
+		for i, addr := range reachable {
 			fp, err := agent.VerifyMaster(ctx, addr, pin, dir)
+			// A master of several that takes the connection but does not
+			// answer is noted, as one that is down is, unless no other
+			// is verified.
+			if drover.KindOf(err) == drover.Unavailable && (verified > 0 || i < len(reachable)-1) {
+				in.note("master %s does not answer (%v): the worker will use it once it answers", addr, err)
+				continue
+			}
 			if err != nil {
 				hint := "compare --ca-sha256 with what `drover master init` printed on the master (`drover master init` prints it again)"
 				if drover.KindOf(err) == drover.Unavailable {
@@ -382,6 +390,7 @@ func runJoin(ctx context.Context, g *globals, w io.Writer, o joinOptions) error 
 				}
 				return in.fail("CA fingerprint", err, hint)
 			}
+			verified++
 			if len(target.addrs) == 1 {
 				in.ok("CA fingerprint verified (%s)", fp)
 			} else {

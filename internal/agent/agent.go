@@ -25,7 +25,8 @@
 // A worker may list the several masters of a site (masters sharing one
 // database, with certificates of one CA): it holds a stream to one of them
 // at a time, and when that one is unreachable or its stream breaks it
-// moves on to the next (rotation), where the reconnection goes exactly as
+// moves on to the next (rotation), as it does from one that takes the
+// connection but does not answer in time; the reconnection goes exactly as
 // with a single master: the hello lists the commands it holds, and their
 // unacknowledged output is replayed.
 //
@@ -60,6 +61,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -102,6 +104,34 @@ const (
 	keepaliveTime    = 20 * time.Second
 	keepaliveTimeout = 10 * time.Second
 
+	// Keepalives watch a connection, not the master's process: its gRPC
+	// server answers pings even when the handlers are stuck. So every
+	// exchange the worker waits on is bounded as well, and a master that
+	// accepted the connection but does not answer in time is a failed
+	// attempt, as a refused connection is: the worker moves on to the
+	// next master of its site (Run). Config.Timeouts overrides them.
+
+	// dialTimeout bounds establishing a connection: TCP connect, TLS
+	// handshake and the HTTP/2 settings exchange, a few round trips
+	// (well under a second across continents). 15 s also covers the TCP
+	// retransmissions of a lossy link (SYN retries at 1, 3 and 7 s), and
+	// is as long as an owner should watch `drover worker join` wait.
+	dialTimeout = 15 * time.Second
+	// welcomeTimeout bounds the wait for the welcome once the stream is
+	// open and the hello sent. The master checks the token (a slow hash,
+	// then cached), reads the worker's approval and re-attaches the
+	// builds the hello lists: a few transactions. 30 s leaves room for a
+	// master busy with its whole fleet reconnecting after its restart, yet
+	// fails over well within the 2 min a master keeps the builds of a
+	// worker that went away. It bounds only this wait: once welcomed, the
+	// stream lasts as long as the keepalives find the connection alive.
+	welcomeTimeout = 30 * time.Second
+	// enrollTimeout bounds the Enroll RPC once connected: the master
+	// checks the enrollment token (a slow hash) and stores the worker and
+	// its token in one transaction. As welcomeTimeout, for the same
+	// reasons.
+	enrollTimeout = 30 * time.Second
+
 	// shutdownGrace is the SIGTERM-to-SIGKILL wait for commands when the
 	// worker stops: short, because Run must return promptly.
 	shutdownGrace = 200 * time.Millisecond
@@ -139,6 +169,49 @@ type Config struct {
 	// system's (/proc/loadavg, or sysctl vm.loadavg on macOS and FreeBSD;
 	// elsewhere unknown, and the load ceiling is ignored).
 	LoadAverage func() (float64, error)
+	// Timeouts bound the waits on a master; zero fields take the defaults.
+	Timeouts Timeouts
+}
+
+// Timeouts bound each wait on a master that would otherwise have no end,
+// so that a master that is up but stuck (it accepts connections, maybe
+// the stream, and never answers) fails the attempt and the worker moves
+// on to the next master. A zero field takes the default named after it.
+type Timeouts struct {
+	Dial    time.Duration // establishing a connection: TCP, TLS, HTTP/2 settings (dialTimeout, 15 s)
+	Welcome time.Duration // from opening the stream to the master's welcome (welcomeTimeout, 30 s)
+	Enroll  time.Duration // the Enroll RPC, once connected (enrollTimeout, 30 s)
+	// TransferCall bounds one UploadStatus call (transferCallTimeout, 30 s).
+	TransferCall time.Duration
+	// TransferIdle bounds the time an Upload or Download stream may go
+	// without a chunk moving (transferIdleTimeout, 2 min); the whole
+	// transfer has no bound but the step's max_time.
+	TransferIdle time.Duration
+}
+
+// withDefaults returns t with every zero field set to its default.
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Dial, dialTimeout)
+	def(&t.Welcome, welcomeTimeout)
+	def(&t.Enroll, enrollTimeout)
+	def(&t.TransferCall, transferCallTimeout)
+	def(&t.TransferIdle, transferIdleTimeout)
+	return t
+}
+
+// errNoAnswer marks the error of a master that accepted the connection
+// but did not answer in time.
+var errNoAnswer = errors.New("master did not answer in time")
+
+// noAnswer is the Unavailable error of the master at addr that did not
+// answer what (“the hello”) within d.
+func noAnswer(addr, what string, d time.Duration) error {
+	return &drover.Error{Kind: drover.Unavailable, Msg: fmt.Sprintf("master %s did not answer %s within %s", addr, what, d), Err: errNoAnswer}
 }
 
 // Agent is a worker's connection to its master and the commands it runs.
@@ -155,6 +228,7 @@ type Agent struct {
 	// Tunables, fixed by New; tests shorten them.
 	backoffMin, backoffMax time.Duration
 	failoverSpread         time.Duration
+	timeouts               Timeouts
 	maxBuffered            int
 	availEvery             time.Duration
 	// superArgv starts a supervisor, the command directory appended:
@@ -213,6 +287,7 @@ func New(cfg Config) (*Agent, error) {
 		backoffMin:     backoffMin,
 		backoffMax:     backoffMax,
 		failoverSpread: failoverSpread,
+		timeouts:       cfg.Timeouts.withDefaults(),
 		maxBuffered:    defaultMaxBuffered,
 		availEvery:     availabilityEvery,
 		now:            cfg.Now,
@@ -405,7 +480,9 @@ func tokenHint(tok string) string {
 // starts with the first, moves to the next one when a connection fails or
 // a stream breaks, starts each new round with the last that held a
 // stream, and backs off only after a round in which every master failed.
-// It returns nil on ctx cancellation, or an error that retrying cannot fix
+// A master that takes the connection but does not answer in time (the
+// handshake, the enrollment, the hello: Config.Timeouts) fails the
+// attempt as a refused connection does. It returns nil on ctx cancellation, or an error that retrying cannot fix
 // (authentication refused: a wrong/expired/revoked token; a CA fingerprint
 // mismatch on every master), with a clear message. When it returns, every
 // command it started has been killed and waited for.
@@ -464,7 +541,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			delete(untrusted, addr)
 		}
 		delay := rot.ended(res)
-		a.log.Warn("connection to master failed", "master", addr, "err", err, "next", a.masters[rot.next], "retry_in", delay.Round(time.Millisecond))
+		next := a.masters[rot.next]
+		if errors.Is(err, errNoAnswer) {
+			// Alive but stuck: say so plainly, it is not a network error.
+			msg := fmt.Sprintf("%v; trying %s", err, next)
+			if delay > 0 {
+				msg += fmt.Sprintf(" in %s", delay.Round(time.Millisecond))
+			}
+			a.log.Warn(msg, "master", addr, "next", next, "retry_in", delay.Round(time.Millisecond))
+		} else {
+			a.log.Warn("connection to master failed", "master", addr, "err", err, "next", next, "retry_in", delay.Round(time.Millisecond))
+		}
 		if delay == 0 {
 			continue
 		}
@@ -595,9 +682,6 @@ func (a *Agent) session(ctx context.Context, addr string) (sessionResult, error)
 		return sessionResult{}, drover.Errorf(drover.Invalid, "master address %q: %w", addr, err)
 	}
 	defer conn.Close()
-	client := workerproto.NewWorkerClient(conn)
-	a.xfer.set(client)
-	defer a.xfer.set(nil)
 	// The TLS verdict explains a failure better than gRPC's "connection
 	// error", and it is final for this master.
 	fail := func(err error) (sessionResult, error) {
@@ -606,23 +690,45 @@ func (a *Agent) session(ctx context.Context, addr string) (sessionResult, error)
 		}
 		return sessionResult{}, err
 	}
+	if err := waitConnected(ctx, conn, addr, a.timeouts.Dial); err != nil {
+		return fail(err)
+	}
+	client := workerproto.NewWorkerClient(conn)
+	a.xfer.set(client)
+	defer a.xfer.set(nil)
 
-	if err := a.enroll(ctx, client); err != nil {
+	if err := a.enroll(ctx, client, addr); err != nil {
 		return fail(err)
 	}
 
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Until the welcome, the stream is bounded by the welcome timeout;
+	// after it, only the keepalives watch it, for as long as it lasts.
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errNoWelcome := noAnswer(addr, "the hello", a.timeouts.Welcome)
+	noWelcome := time.AfterFunc(a.timeouts.Welcome, func() { cancel(errNoWelcome) })
+	defer noWelcome.Stop()
 	stream, err := client.Connect(sctx)
 	if err != nil {
+		if context.Cause(sctx) == errNoWelcome {
+			return fail(errNoWelcome)
+		}
 		return fail(fmt.Errorf("connect to %s: %w", addr, err))
 	}
 	hello, availGen := a.hello()
 	if err := stream.Send(&workerproto.WorkerMessage{Msg: &workerproto.WorkerMessage_Hello{Hello: hello}}); err != nil {
 		_, rerr := stream.Recv() // the stream's real error, if the master closed it
+		if context.Cause(sctx) == errNoWelcome {
+			return fail(errNoWelcome)
+		}
 		return fail(connectError("send hello", errors.Join(err, rerr)))
 	}
 	first, err := stream.Recv()
+	// Stop fails once the timer fired: then the stream is cancelled,
+	// whatever Recv returned.
+	if !noWelcome.Stop() {
+		return fail(errNoWelcome)
+	}
 	if err != nil {
 		return fail(connectError("wait for welcome", err))
 	}
@@ -646,12 +752,12 @@ func (a *Agent) session(ctx context.Context, addr string) (sessionResult, error)
 	})
 	g.Go(func() error {
 		err := a.send(gctx, stream, availGen, probeGen)
-		cancel() // a broken send ends the stream, and so the receiver
+		cancel(nil) // a broken send ends the stream, and so the receiver
 		return err
 	})
 	g.Go(func() error {
 		err := a.receive(stream)
-		cancel() // stop the sender
+		cancel(nil) // stop the sender
 		return err
 	})
 	err = g.Wait()
@@ -671,16 +777,45 @@ func connectError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// enroll trades the enrollment token for the worker's own token, once.
-func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient) error {
+// waitConnected connects conn to the master at addr and waits, at most
+// d, until the connection is established (TCP, TLS, HTTP/2 settings) or
+// has failed outright (refused, the certificate rejected): then the
+// first RPC fails at once with gRPC's reason. Only a master that lets the
+// handshake hang is an error here, a noAnswer one.
+func waitConnected(ctx context.Context, conn *grpc.ClientConn, addr string, d time.Duration) error {
+	dctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	conn.Connect()
+	for {
+		switch s := conn.GetState(); s {
+		case connectivity.Ready, connectivity.TransientFailure:
+			return nil
+		case connectivity.Shutdown:
+			return fmt.Errorf("connect to %s: connection closed", addr)
+		default:
+			if !conn.WaitForStateChange(dctx, s) {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return noAnswer(addr, "the connection handshake", d)
+			}
+		}
+	}
+}
+
+// enroll trades the enrollment token for the worker's own token, once,
+// with the master at addr.
+func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient, addr string) error {
 	a.stateMu.Lock()
 	tok, name := a.enrollToken, a.st.Name
 	a.stateMu.Unlock()
 	if tok == "" {
 		return nil
 	}
-	a.log.Info("enrolling", "worker", name, "token", tokenHint(tok))
-	resp, err := client.Enroll(ctx, &workerproto.EnrollRequest{
+	a.log.Info("enrolling", "worker", name, "master", addr, "token", tokenHint(tok))
+	ectx, cancel := context.WithTimeout(ctx, a.timeouts.Enroll)
+	defer cancel()
+	resp, err := client.Enroll(ectx, &workerproto.EnrollRequest{
 		Name:            name,
 		EnrollmentToken: tok,
 		ProgramVersion:  a.cfg.Version,
@@ -694,7 +829,12 @@ func (a *Agent) enroll(ctx context.Context, client workerproto.WorkerClient) err
 		case codes.InvalidArgument, codes.AlreadyExists:
 			return drover.Errorf(drover.Invalid, "enrollment refused: %s", status.Convert(err).Message())
 		}
-		return fmt.Errorf("enroll: %w", err)
+		// The master, which got the deadline with the call, may end it
+		// a little before the worker's own timer does.
+		if ctx.Err() == nil && (errors.Is(ectx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
+			return noAnswer(addr, "the enrollment", a.timeouts.Enroll)
+		}
+		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", addr, err)
 	}
 	if resp.GetToken() == "" {
 		return fmt.Errorf("enroll: master returned no token")

@@ -20,11 +20,6 @@ import (
 	"github.com/drover-ci/drover/internal/workerproto"
 )
 
-// handshakeTimeout bounds VerifyMaster's TLS handshake when ctx has no
-// deadline: an installer must fail with a message, not hang on a
-// firewall that swallows packets.
-const handshakeTimeout = 15 * time.Second
-
 // Enrollment is the worker a directory holds once Enroll returns.
 type Enrollment struct {
 	Name          string   // the worker's name, as the master registered it
@@ -70,18 +65,11 @@ func VerifyMaster(ctx context.Context, addr, pin, dir string) (string, error) {
 		verified = fingerprint(ca.Raw)
 		return nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
-		defer cancel()
-	}
-	d := &tls.Dialer{Config: v.tlsConfig()}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	// An installer must fail with a message, not hang on a firewall
+	// that swallows packets or a master that never answers.
+	conn, err := dialTLS(ctx, v, addr, dialTimeout)
 	if err != nil {
-		if f := v.failure(); f != nil {
-			return "", f
-		}
-		return "", drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", addr, err)
+		return "", err
 	}
 	if err := conn.Close(); err != nil {
 		return "", fmt.Errorf("close TLS connection to %s: %w", addr, err)
@@ -98,7 +86,9 @@ func VerifyMaster(ctx context.Context, addr, pin, dir string) (string, error) {
 // would, without opening the Connect stream. A later Run with only
 // cfg.Dir then connects as this worker.
 //
-// Enroll tries cfg.Masters in order until one answers. It is idempotent:
+// Enroll tries cfg.Masters in order until one answers, giving up on each
+// that does not within cfg.Timeouts (Dial, then Enroll) with an
+// Unavailable error that says so. It is idempotent:
 // when cfg.Dir already holds a token of this worker for a site that
 // includes one of cfg.Masters, it sends nothing and writes at most
 // cfg.Masters as the new list of masters (a running worker reads it when
@@ -209,21 +199,13 @@ func (a *Agent) enrollAt(ctx context.Context, addr string) error {
 	v := &verifier{host: host, ca: a.ca, pin: a.st.CAFingerprint, pinned: a.pinCA}
 	enrolling := a.enrollToken != ""
 	a.stateMu.Unlock()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
-		defer cancel()
-	}
 	if !enrolling {
 		if a.cfg.Plaintext {
 			return nil
 		}
-		conn, err := (&tls.Dialer{Config: v.tlsConfig()}).DialContext(ctx, "tcp", addr)
+		conn, err := dialTLS(ctx, v, addr, a.timeouts.Dial)
 		if err != nil {
-			if f := v.failure(); f != nil {
-				return f
-			}
-			return drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", addr, err)
+			return err
 		}
 		return conn.Close()
 	}
@@ -237,17 +219,31 @@ func (a *Agent) enrollAt(ctx context.Context, addr string) error {
 		return drover.Errorf(drover.Invalid, "master address %q: %w", addr, err)
 	}
 	defer conn.Close()
-	if err := a.enroll(ctx, workerproto.NewWorkerClient(conn)); err != nil {
-		if f := v.failure(); f != nil {
-			return f
-		}
-		if k := drover.KindOf(err); k == drover.Unauthorized || k == drover.Invalid {
-			return err
-		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return drover.Errorf(drover.Unavailable, "enroll with master %s: no answer within %s: %w", addr, handshakeTimeout, err)
-		}
-		return drover.Errorf(drover.Unavailable, "enroll with master %s: %w", addr, err)
+	err = waitConnected(ctx, conn, addr, a.timeouts.Dial)
+	if err == nil {
+		err = a.enroll(ctx, workerproto.NewWorkerClient(conn), addr)
 	}
-	return nil
+	if f := v.failure(); err != nil && f != nil {
+		return f
+	}
+	return err
+}
+
+// dialTLS makes a TLS connection to the master at addr, verified by v,
+// within d: a master that accepts the TCP connection and never finishes
+// the handshake is a noAnswer error, a certificate v rejects its
+// failure, anything else an Unavailable error.
+func dialTLS(ctx context.Context, v *verifier, addr string, d time.Duration) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	conn, err := (&tls.Dialer{Config: v.tlsConfig()}).DialContext(dctx, "tcp", addr)
+	switch {
+	case err == nil:
+		return conn, nil
+	case v.failure() != nil:
+		return nil, v.failure()
+	case ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded):
+		return nil, noAnswer(addr, "the connection handshake", d)
+	}
+	return nil, drover.Errorf(drover.Unavailable, "TLS handshake with master %s: %w", addr, err)
 }

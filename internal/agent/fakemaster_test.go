@@ -46,8 +46,38 @@ type fakeMaster struct {
 	keep     atomic.Pointer[func(*workerproto.Hello) []string]
 	sessions chan *fakeSession
 
+	// stallWelcome and stallEnroll make the master stuck: it takes the
+	// hello (or the EnrollRequest), tells stalled, and never answers,
+	// until the worker gives up on the call.
+	stallWelcome, stallEnroll atomic.Bool
+	stalled                   chan string // "hello" or "enroll", as a stuck master takes one; nil: not told
+
 	mu      sync.Mutex
 	enrolls []*workerproto.EnrollRequest
+}
+
+// stall tells m.stalled that a call of what arrived, and waits until the
+// worker gives up on it.
+func (m *fakeMaster) stall(ctx context.Context, what string) error {
+	select {
+	case m.stalled <- what:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Stalled waits until the stuck master took a call of what.
+func (m *fakeMaster) Stalled(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case got := <-m.stalled:
+		if got != what {
+			t.Fatalf("the stuck master took a %s, want a %s", got, what)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the worker sent no %s to the stuck master", what)
+	}
 }
 
 type fakeSession struct {
@@ -139,7 +169,7 @@ func restartFakeMaster(t *testing.T, old *fakeMaster) *fakeMaster {
 
 func startFakeMasterAt(t *testing.T, addr string, ca *x509.Certificate, cert *tls.Certificate) *fakeMaster {
 	t.Helper()
-	m := &fakeMaster{t: t, sessions: make(chan *fakeSession, 16), ca: ca, cert: cert}
+	m := &fakeMaster{t: t, sessions: make(chan *fakeSession, 16), stalled: make(chan string, 16), ca: ca, cert: cert}
 	m.autoAck.Store(true)
 	var opts []grpc.ServerOption
 	if cert != nil {
@@ -162,7 +192,10 @@ func startFakeMasterAt(t *testing.T, addr string, ca *x509.Certificate, cert *tl
 
 func (m *fakeMaster) fingerprint() string { return fingerprint(m.ca.Raw) }
 
-func (m *fakeMaster) Enroll(_ context.Context, req *workerproto.EnrollRequest) (*workerproto.EnrollResponse, error) {
+func (m *fakeMaster) Enroll(ctx context.Context, req *workerproto.EnrollRequest) (*workerproto.EnrollResponse, error) {
+	if m.stallEnroll.Load() {
+		return nil, m.stall(ctx, "enroll")
+	}
 	m.mu.Lock()
 	m.enrolls = append(m.enrolls, req)
 	m.mu.Unlock()
@@ -184,6 +217,9 @@ func (m *fakeMaster) Connect(stream workerproto.Worker_ConnectServer) error {
 	}
 	if h.GetToken() != testWorkerToken {
 		return status.Error(codes.Unauthenticated, "unknown worker token")
+	}
+	if m.stallWelcome.Load() {
+		return m.stall(ctx, "hello")
 	}
 	var keep []string
 	if f := m.keep.Load(); f != nil {

@@ -52,6 +52,18 @@ const (
 	// enough to resume soon after a reconnect, long enough not to spin.
 	transferRetryMin = 200 * time.Millisecond
 	transferRetryMax = 5 * time.Second
+	// transferCallTimeout bounds one UploadStatus call: the master looks
+	// up a command and the size of a partial file. A master that does
+	// not answer fails the call, and the transfer tries again as after a
+	// broken connection.
+	transferCallTimeout = 30 * time.Second
+	// transferIdleTimeout bounds how long an Upload or Download stream
+	// may go without a chunk moving. A chunk is 256 KiB, a second on a
+	// 2 Mbit/s link; between files the master may hash a file the worker
+	// says it holds (up to the 1 GiB upload limit: several seconds on a
+	// slow disk) or index an artifact. Two minutes catches only a master
+	// that stopped; the transfer resumes as after a broken connection.
+	transferIdleTimeout = 2 * time.Minute
 	// defaultUploadMax bounds an upload that names no limit (`drover step
 	// upload`).
 	defaultUploadMax = 1 << 30
@@ -409,6 +421,31 @@ func (a *Agent) retry(ctx context.Context, what string, op func(workerproto.Work
 	}
 }
 
+// idleWatch cancels a transfer stream on which nothing moved for d.
+type idleWatch struct {
+	d      time.Duration
+	t      *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+// watchIdle returns a context derived from ctx for one stream, which is
+// cancelled with errStalled once d passes without a call of moved, and
+// errStalled. Call stop when the stream is done.
+func watchIdle(ctx context.Context, d time.Duration) (context.Context, *idleWatch, error) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	errStalled := drover.Errorf(drover.Unavailable, "no chunk moved for %s: the master stopped answering", d)
+	return sctx, &idleWatch{d: d, t: time.AfterFunc(d, func() { cancel(errStalled) }), cancel: cancel}, errStalled
+}
+
+// moved restarts the wait: a chunk went through.
+func (w *idleWatch) moved() { w.t.Reset(w.d) }
+
+// stop ends the watch and the stream's context.
+func (w *idleWatch) stop() {
+	w.t.Stop()
+	w.cancel(nil)
+}
+
 // upload sends path (under the builder's directory) to the master for
 // command id; dest is the artifact path for a non-transfer command.
 func (a *Agent) upload(ctx context.Context, builder, id, path, dest string, maxBytes int64, say func(string, ...any)) error {
@@ -430,7 +467,7 @@ func (a *Agent) upload(ctx context.Context, builder, id, path, dest string, maxB
 		var sum string
 		err := a.retry(ctx, "upload "+orDot(f.rel), func(client workerproto.WorkerClient) error {
 			var err error
-			sum, err = uploadOne(ctx, client, auth, f)
+			sum, err = uploadOne(ctx, client, auth, f, a.timeouts)
 			return err
 		})
 		if err != nil {
@@ -442,9 +479,17 @@ func (a *Agent) upload(ctx context.Context, builder, id, path, dest string, maxB
 }
 
 // uploadOne sends the part of f the master lacks and returns its sha256.
-func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *workerproto.TransferAuth, f uploadFile) (string, error) {
-	st, err := client.UploadStatus(ctx, &workerproto.UploadStatusRequest{Auth: auth, Path: f.rel, Size: f.size})
+// A master that stops answering, to UploadStatus or on the stream, fails
+// it (within tm.TransferCall and tm.TransferIdle) with an error that is
+// not permanent.
+func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *workerproto.TransferAuth, f uploadFile, tm Timeouts) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, tm.TransferCall)
+	st, err := client.UploadStatus(cctx, &workerproto.UploadStatusRequest{Auth: auth, Path: f.rel, Size: f.size})
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && (errors.Is(cctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
+			return "", drover.Errorf(drover.Unavailable, "the master did not answer UploadStatus within %s", tm.TransferCall)
+		}
 		return "", err
 	}
 	file, err := os.Open(f.abs)
@@ -463,16 +508,23 @@ func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *worke
 	if st.GetComplete() {
 		return hex.EncodeToString(h.Sum(nil)), nil
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, idle, errStalled := watchIdle(ctx, tm.TransferIdle)
+	defer idle.stop()
+	// stalled puts the watch's verdict before the stream's "canceled".
+	stalled := func(err error) error {
+		if context.Cause(sctx) == errStalled {
+			return errStalled
+		}
+		return err
+	}
 	stream, err := client.Upload(sctx)
 	if err != nil {
-		return "", err
+		return "", stalled(err)
 	}
 	hdr := &workerproto.UploadFileHeader{Auth: auth, Path: f.rel, Size: f.size, Mode: uint32(f.mode), Offset: offset}
 	if err := stream.Send(&workerproto.UploadChunk{Header: hdr}); err != nil {
 		_, rerr := stream.CloseAndRecv()
-		return "", errors.Join(err, rerr)
+		return "", stalled(errors.Join(err, rerr))
 	}
 	buf := make([]byte, transferChunk)
 	sent := offset
@@ -484,18 +536,20 @@ func uploadOne(ctx context.Context, client workerproto.WorkerClient, auth *worke
 		h.Write(buf[:n])
 		if err := stream.Send(&workerproto.UploadChunk{Data: buf[:n]}); err != nil {
 			_, rerr := stream.CloseAndRecv()
-			return "", errors.Join(err, rerr)
+			return "", stalled(errors.Join(err, rerr))
 		}
+		idle.moved()
 		sent += int64(n)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err := stream.Send(&workerproto.UploadChunk{Sha256: sum}); err != nil {
 		_, rerr := stream.CloseAndRecv()
-		return "", errors.Join(err, rerr)
+		return "", stalled(errors.Join(err, rerr))
 	}
+	idle.moved()
 	res, err := stream.CloseAndRecv()
 	if err != nil {
-		return "", err
+		return "", stalled(err)
 	}
 	if res.GetSha256() != sum {
 		return "", status.Errorf(codes.DataLoss, "master stored sha256 %s, sent %s", res.GetSha256(), sum)
@@ -513,7 +567,7 @@ func (a *Agent) download(ctx context.Context, builder, id, dest string, maxBytes
 	if dest == "" || !filepath.IsLocal(filepath.FromSlash(dest)) {
 		return drover.Errorf(drover.Invalid, "destination %q leaves the build directory: it must be relative, without ..", dest)
 	}
-	d := &downloader{root: root, dest: dest, maxBytes: maxBytes, auth: a.transferAuth(id, ""), say: say,
+	d := &downloader{root: root, dest: dest, maxBytes: maxBytes, idle: a.timeouts.TransferIdle, auth: a.transferAuth(id, ""), say: say,
 		done: make(map[string]string), refetched: make(map[string]bool)}
 	defer d.close()
 	var n int
@@ -541,6 +595,7 @@ func (a *Agent) download(ctx context.Context, builder, id, dest string, maxBytes
 type downloader struct {
 	root, dest string
 	maxBytes   int64
+	idle       time.Duration // the longest a Download stream may bring nothing
 	auth       *workerproto.TransferAuth
 	say        func(string, ...any)
 
@@ -612,10 +667,13 @@ func hashFile(p string) (int64, string, error) {
 // attempt.
 func (d *downloader) attempt(ctx context.Context, client workerproto.WorkerClient) (n int, total int64, err error) {
 	req, held := d.request()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, idle, errStalled := watchIdle(ctx, d.idle)
+	defer idle.stop()
 	stream, err := client.Download(sctx, req)
 	if err != nil {
+		if context.Cause(sctx) == errStalled {
+			return 0, 0, errStalled
+		}
 		return 0, 0, err
 	}
 	var cur *downloadFile
@@ -646,8 +704,12 @@ func (d *downloader) attempt(ctx context.Context, client workerproto.WorkerClien
 		}
 		if err != nil {
 			broken = true
+			if context.Cause(sctx) == errStalled {
+				return n, total, errStalled
+			}
 			return n, total, err
 		}
+		idle.moved()
 		if h := m.GetHeader(); h != nil {
 			if cur != nil {
 				return n, total, status.Error(codes.DataLoss, "a file header before the previous file's sha256")

@@ -160,6 +160,10 @@ type uploadMaster struct {
 	files   map[string][]byte
 	offsets []int64 // the offset each Upload stream started at
 	broken  bool
+	// stallStatus lists the UploadStatus calls (from 1) left unanswered
+	// until the worker gives up on them, as by a stuck master.
+	stallStatus map[int]bool
+	statusCalls int
 }
 
 func startUploadMaster(t *testing.T, breakAfter int) *uploadMaster {
@@ -180,7 +184,15 @@ func startUploadMaster(t *testing.T, breakAfter int) *uploadMaster {
 	return m
 }
 
-func (m *uploadMaster) UploadStatus(_ context.Context, req *workerproto.UploadStatusRequest) (*workerproto.UploadStatusResponse, error) {
+func (m *uploadMaster) UploadStatus(ctx context.Context, req *workerproto.UploadStatusRequest) (*workerproto.UploadStatusResponse, error) {
+	m.mu.Lock()
+	m.statusCalls++
+	stall := m.stallStatus[m.statusCalls]
+	m.mu.Unlock()
+	if stall {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return &workerproto.UploadStatusResponse{Offset: int64(len(m.files[req.GetPath()]))}, nil
@@ -288,6 +300,9 @@ type downloadMaster struct {
 	// refuse lists the calls that fail at once, after before, as while
 	// the master is unreachable.
 	refuse map[int]bool
+	// stall lists the calls that send nothing, after before, until the
+	// worker gives up on them, as a stuck master does.
+	stall map[int]bool
 
 	mu       sync.Mutex
 	requests []*workerproto.DownloadRequest
@@ -331,6 +346,10 @@ func (m *downloadMaster) Download(req *workerproto.DownloadRequest, stream worke
 	}
 	if m.refuse[n] {
 		return status.Error(codes.Unavailable, "master unreachable")
+	}
+	if m.stall[n] {
+		<-stream.Context().Done()
+		return stream.Context().Err()
 	}
 	have := map[string]*workerproto.DownloadHave{}
 	for _, h := range req.GetHave() {
