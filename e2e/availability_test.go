@@ -39,7 +39,7 @@ drover.builder(name = "quick", steps = [drover.shell("echo quick")])
 	quick := m.Force(t, "quick", api.ForceRequest{})
 	m.WaitFor(t, 30*time.Second, "quick to wait on the draining worker", func() bool {
 		q, err := m.Client.Queue(ctx)
-		return err == nil && len(q) == 1 && strings.Contains(q[0].Waiting, "w1 is draining")
+		return err == nil && len(q) == 1 && strings.Contains(q[0].Waiting, "w1 is draining (1 build running)")
 	})
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,15 @@ drover.builder(name = "quick", steps = [drover.shell("echo quick")])
 	if d := m.WaitBuild(t, long.ID, time.Minute); d.Build.Result != drover.Success {
 		t.Fatalf("the running build was disturbed by draining: %s (%s)", d.Build.Result, d.Build.Summary)
 	}
-	time.Sleep(time.Second)
+	// The freed worker wakes the dispatcher, whose next round, with w1
+	// running nothing, says quick waits because w1 is draining.
+	m.WaitFor(t, 30*time.Second, "a dispatch round to see w1 free and still draining", func() bool {
+		if rd, err := m.Client.Request(ctx, quick.ID); err == nil && rd.Request.State != drover.RequestPending {
+			t.Fatalf("quick ran on a draining worker: %+v", rd)
+		}
+		q, err := m.Client.Queue(ctx)
+		return err == nil && len(q) == 1 && strings.HasSuffix(q[0].Waiting, "w1 is draining")
+	})
 	if rd, _ := m.Client.Request(ctx, quick.ID); rd == nil || rd.Request.State != drover.RequestPending {
 		t.Fatalf("quick ran on a draining worker: %+v", rd)
 	}

@@ -43,8 +43,11 @@ drover.builder(
 drover.scheduler("main", source = src, branch = "main", builders = ["unit"])
 `, repo))
 	m.StartWorker(t, "w1")
-	// Let the poller record the initial history first: it is not news.
-	time.Sleep(2 * time.Second)
+	// The poller records the initial history first (it is not news) and
+	// says so; a commit made after that is news.
+	m.WaitFor(t, time.Minute, "the poller's first poll", func() bool {
+		return strings.Contains(m.Output(), "poller started")
+	})
 	rev := testenv.Commit(t, repo, map[string]string{"VERSION": "2\n"}, "bump version")
 
 	var b drover.Build

@@ -36,20 +36,27 @@ drover.builder(name = "pool", requires = {"pool": "p"}, steps = [
 	// which runs on under its supervisor (as it must, for a worker that
 	// does come back). The test stops both before its directories go.
 	t.Cleanup(func() {
-		pids, _ := filepath.Glob(filepath.Join(doomed.Dir, "run", "*", "pid"))
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pgid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pgid > 1 {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			}
-		}
-		for _, p := range pids {
-			if b, err := os.ReadFile(p); err == nil {
+		// The command's shell and the supervisor each lead a process
+		// group: kill the groups, then wait for the leaders to be gone
+		// (the supervisor is what writes into the worker directory).
+		var leaders []int
+		files, _ := filepath.Glob(filepath.Join(doomed.Dir, "run", "*", "pid"))
+		for _, f := range append(files, pidFile) {
+			if b, err := os.ReadFile(f); err == nil {
 				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
 					_ = syscall.Kill(-pid, syscall.SIGKILL)
+					leaders = append(leaders, pid)
 				}
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		m.WaitFor(t, 10*time.Second, fmt.Sprintf("the doomed worker's command and supervisor (pids %v) to die", leaders), func() bool {
+			for _, pid := range leaders {
+				if testenv.ProcessAlive(pid) {
+					return false
+				}
+			}
+			return true
+		})
 	})
 	r := m.Force(t, "pool", api.ForceRequest{})
 	m.WaitFor(t, time.Minute, "the build to start on the doomed worker", func() bool {

@@ -21,24 +21,33 @@ import (
 // step. A request queued while no worker could take it is still queued.
 func TestMasterKilledMidBuild(t *testing.T) {
 	t.Parallel()
-	marker := filepath.Join(t.TempDir(), "started")
+	// The command prints half its output, then waits for the test to
+	// kill the master and open the gate before it prints the rest.
+	gate := filepath.Join(t.TempDir(), "go-on")
 	m := testenv.StartMaster(t, fmt.Sprintf(`
 drover.builder(name = "slow", steps = [
-    drover.shell("touch %s; for i in $(seq 1 60); do echo line-$i; sleep 0.05; done", name = "count"),
+    drover.shell("for i in $(seq 1 30); do echo line-$i; sleep 0.05; done; while [ ! -f %s ]; do sleep 0.05; done; for i in $(seq 31 60); do echo line-$i; sleep 0.05; done", name = "count"),
     drover.shell("echo next step ran", name = "next"),
 ])
 drover.builder(name = "nobody", requires = {"os": "plan9"}, steps = [drover.shell("true")])
-`, marker))
+`, gate))
 	w := m.StartWorker(t, "w1")
 	r := m.Force(t, "slow", api.ForceRequest{})
 	queued := m.Force(t, "nobody", api.ForceRequest{})
-	m.WaitFor(t, time.Minute, "the command to start", func() bool {
-		_, err := os.Stat(marker)
-		return err == nil
+	m.WaitFor(t, time.Minute, "the first half of the output to be stored", func() bool {
+		rd, err := m.Client.Request(context.Background(), r.ID)
+		if err != nil || len(rd.Builds) == 0 {
+			return false
+		}
+		d, err := m.Client.Build(context.Background(), rd.Builds[0].ID)
+		return err == nil && strings.Contains(m.StepLog(t, d, 0), "line-30\n")
 	})
-	time.Sleep(700 * time.Millisecond) // some output stored, more to come
 
-	m.Restart(t, true) // SIGKILL, then start again on the same ports
+	m.Kill() // SIGKILL: some output stored, the rest printed while no master runs
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Restart(t, true) // already dead: started again on the same ports
 
 	d := m.WaitBuild(t, r.ID, 2*time.Minute)
 	if d.Build.Result != drover.Success {

@@ -20,17 +20,25 @@ import (
 // start.
 func TestGracefulStop(t *testing.T) {
 	t.Parallel()
-	gate := filepath.Join(t.TempDir(), "go-on")
+	// The command waits for two gates: one opened once the master
+	// drains, to show it still carries the build's output; one to end.
+	tmp := t.TempDir()
+	draining, gate := filepath.Join(tmp, "draining"), filepath.Join(tmp, "go-on")
 	m := testenv.StartMaster(t, fmt.Sprintf(`
 drover.master(stop_grace = "1m")
-drover.builder(name = "long", steps = [drover.shell("echo started; while [ ! -f %s ]; do sleep 0.1; done; echo finished")])
-`, gate))
+drover.builder(name = "long", steps = [drover.shell("echo started; while [ ! -f %s ]; do sleep 0.1; done; echo output-while-draining; while [ ! -f %s ]; do sleep 0.1; done; echo finished")])
+`, draining, gate))
 	m.StartWorker(t, "w1")
 	ctx := context.Background()
 	r := m.Force(t, "long", api.ForceRequest{})
+	var buildID int64
 	m.WaitFor(t, time.Minute, "the build to start", func() bool {
 		rd, err := m.Client.Request(ctx, r.ID)
-		return err == nil && len(rd.Builds) > 0
+		if err != nil || len(rd.Builds) == 0 {
+			return false
+		}
+		buildID = rd.Builds[0].ID
+		return true
 	})
 	queued := m.Force(t, "long", api.ForceRequest{})
 
@@ -38,11 +46,21 @@ drover.builder(name = "long", steps = [drover.shell("echo started; while [ ! -f 
 	m.WaitFor(t, 30*time.Second, "the master to start draining", func() bool {
 		return strings.Contains(m.Output(), "stopping gracefully")
 	})
-	select {
-	case <-m.Done():
-		t.Fatal("master exited while a build was running within its grace")
-	case <-time.After(time.Second):
+	// Draining, the master still drives the build: output printed after
+	// the stop began reaches it and is stored. Had it exited instead, the
+	// wait fails at once.
+	if err := os.WriteFile(draining, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	m.WaitFor(t, 30*time.Second, "output printed after the stop began to be stored", func() bool {
+		select {
+		case <-m.Done():
+			t.Fatal("master exited while a build was running within its grace")
+		default:
+		}
+		d, err := m.Client.Build(ctx, buildID)
+		return err == nil && strings.Contains(m.StepLog(t, d, 0), "output-while-draining")
+	})
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,22 +21,30 @@ import (
 // order, and the build goes on.
 func TestWorkerKilledMidStep(t *testing.T) {
 	t.Parallel()
-	marker := filepath.Join(t.TempDir(), "started")
+	// The command prints half its output, then waits for the test to
+	// kill the worker and open the gate before it prints the rest.
+	gate := filepath.Join(t.TempDir(), "go-on")
 	m := testenv.StartMaster(t, fmt.Sprintf(`
 drover.builder(name = "slow", steps = [
-    drover.shell("touch %s; for i in $(seq 1 60); do echo line-$i; sleep 0.05; done", name = "count"),
+    drover.shell("for i in $(seq 1 30); do echo line-$i; sleep 0.05; done; while [ ! -f %s ]; do sleep 0.05; done; for i in $(seq 31 60); do echo line-$i; sleep 0.05; done", name = "count"),
     drover.shell("echo next step ran", name = "next"),
 ])
-`, marker))
+`, gate))
 	w := m.StartWorker(t, "w1")
 	r := m.Force(t, "slow", api.ForceRequest{})
-	m.WaitFor(t, time.Minute, "the command to start", func() bool {
-		_, err := os.Stat(marker)
-		return err == nil
+	m.WaitFor(t, time.Minute, "the first half of the output to reach the master", func() bool {
+		rd, err := m.Client.Request(context.Background(), r.ID)
+		if err != nil || len(rd.Builds) == 0 {
+			return false
+		}
+		d, err := m.Client.Build(context.Background(), rd.Builds[0].ID)
+		return err == nil && strings.Contains(m.StepLog(t, d, 0), "line-30\n")
 	})
-	time.Sleep(700 * time.Millisecond) // some output sent, more to come
 
-	w.Kill()
+	w.Kill() // SIGKILL: some output sent, the rest printed while no worker process runs
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	w2 := testenv.Start(t, "worker w1 (restarted)", "worker", "run", "--dir", w.Dir, "--log-level", "debug")
 
 	d := m.WaitBuild(t, r.ID, 2*time.Minute)

@@ -234,7 +234,7 @@ func Decide(s Snapshot, now time.Time) Decision {
 			}
 			online = append(online, w)
 			if !w.Availability.TakesWork() {
-				unavailable = append(unavailable, fmt.Sprintf("%s is %s", w.Name, w.Availability))
+				unavailable = append(unavailable, unavailableWhy(w))
 				continue
 			}
 			if w.Availability == drover.Eager {
@@ -452,6 +452,19 @@ func better(a, b *Worker, builder string) bool {
 		return la < lb
 	}
 	return a.Name < b.Name
+}
+
+// unavailableWhy says why a worker takes no work, and what it still runs:
+// "w1 is draining (1 build running)", "w2 is offline".
+func unavailableWhy(w *Worker) string {
+	s := fmt.Sprintf("%s is %s", w.Name, w.Availability)
+	switch {
+	case w.Running == 1:
+		s += " (1 build running)"
+	case w.Running > 1:
+		s += fmt.Sprintf(" (%d builds running)", w.Running)
+	}
+	return s
 }
 
 func why(w *Worker, builder string) string {

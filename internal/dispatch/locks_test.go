@@ -54,6 +54,12 @@ func TestWaitingReasons(t *testing.T) {
 	if !strings.Contains(d.Waiting[1].Text, "x is draining, y is offline") {
 		t.Errorf("unavailable: %q", d.Waiting[1].Text)
 	}
+	// A worker that takes no work but still runs builds says so.
+	d = Decide(Snapshot{Requests: []Request{{ID: 1, Builder: "any", Submitted: t0}}, Builders: builders,
+		Workers: []Worker{{Name: "x", Availability: drover.Draining, Running: 1}, {Name: "y", Availability: drover.Offline, Running: 2}}}, t0)
+	if want := "every eligible worker is unavailable: x is draining (1 build running), y is offline (2 builds running)"; d.Waiting[1] != want {
+		t.Errorf("unavailable while running: %q, want %q", d.Waiting[1], want)
+	}
 }
 
 func TestLocksInDispatch(t *testing.T) {

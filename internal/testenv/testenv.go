@@ -294,7 +294,8 @@ func (m *Master) start(t testing.TB) {
 }
 
 // Restart stops the master (gracefully, or with SIGKILL when kill is set)
-// and starts it again on the same ports.
+// and starts it again on the same ports. A master that has already exited
+// (after Kill, say) is just started again.
 func (m *Master) Restart(t testing.TB, kill bool) {
 	t.Helper()
 	if kill {
