@@ -57,8 +57,8 @@ func TestWaitingReasons(t *testing.T) {
 	// A worker that takes no work but still runs builds says so.
 	d = Decide(Snapshot{Requests: []Request{{ID: 1, Builder: "any", Submitted: t0}}, Builders: builders,
 		Workers: []Worker{{Name: "x", Availability: drover.Draining, Running: 1}, {Name: "y", Availability: drover.Offline, Running: 2}}}, t0)
-	if want := "every eligible worker is unavailable: x is draining (1 build running), y is offline (2 builds running)"; d.Waiting[1] != want {
-		t.Errorf("unavailable while running: %q, want %q", d.Waiting[1], want)
+	if want := "every eligible worker is unavailable: x is draining (1 build running), y is offline (2 builds running)"; d.Waiting[1].Text != want {
+		t.Errorf("unavailable while running: %q, want %q", d.Waiting[1].Text, want)
 	}
 }
 
