@@ -24,6 +24,9 @@ func openAt(t testing.TB, root string, opts Options) *Dir {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	if opts.Poll == 0 {
+		opts.Poll = testPoll
+	}
 	d, err := Open(root, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", root, err)
@@ -93,6 +96,16 @@ func mustStat(t testing.TB, d *Dir, id int64) Info {
 	info, err := d.Stat(id)
 	if err != nil {
 		t.Fatalf("Stat(%d): %v", id, err)
+	}
+	return info
+}
+
+// mustRecover takes log id over, as a master taking over its build does.
+func mustRecover(t testing.TB, d *Dir, id int64) Info {
+	t.Helper()
+	info, err := d.Recover(id)
+	if err != nil {
+		t.Fatalf("Recover(%d): %v", id, err)
 	}
 	return info
 }

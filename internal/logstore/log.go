@@ -30,8 +30,8 @@ type log struct {
 	paths paths
 
 	mu sync.Mutex
-	// exists is false for a placeholder that followers wait on before the
-	// log's first output.
+	// exists is false until the log's files are made, at its first append
+	// or finish.
 	exists   bool
 	complete bool
 	// gone means the log was dropped from Dir.logs while unfinished;
@@ -100,7 +100,7 @@ func (l *log) setLimit(limit int64) {
 	l.limit, l.head = limit, limit/2
 }
 
-// createLocked makes the files of a placeholder log.
+// createLocked makes the files of a new log.
 func (l *log) createLocked() error {
 	if l.exists {
 		return nil
@@ -157,11 +157,12 @@ func (l *log) createLocked() error {
 	if l.inTail() {
 		l.tail = newTail(l)
 	}
+	d.held()
 	return nil
 }
 
-// load reads log id from disk: nil if it does not exist. An unfinished log
-// is recovered: records and frames a crash left incomplete are cut off, and
+// load reads log id from disk for Recover: nil if it does not exist. An
+// unfinished log is repaired: records and frames a crash left incomplete are cut off, and
 // its files stay open for appending.
 func (d *Dir) load(id int64) (*log, error) {
 	l := d.newLog(id)

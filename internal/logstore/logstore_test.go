@@ -202,6 +202,7 @@ func TestReopenAppend(t *testing.T) {
 	if got := mustStat(t, d, 1); got.Bytes != 10_500 || got.Complete {
 		t.Errorf("after reopen: Stat = %+v, want 10500 bytes, live", got)
 	}
+	mustRecover(t, d, 1)
 	appendPieces(t, d, 1, data[10_500:], 700, 2)
 	if err := d.Finish(1); err != nil {
 		t.Fatal(err)

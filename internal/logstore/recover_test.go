@@ -2,9 +2,14 @@ package logstore
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
+	"time"
+
+	"github.com/drover-ci/drover"
 )
 
 // crash simulates a master dying after writing log 1: its Dir is closed
@@ -61,9 +66,13 @@ func TestRecoverTorn(t *testing.T) {
 			survive := tt.damage(t, d.pathsOf(1))
 
 			d = openAt(t, root, Options{ChunkSize: chunk})
+			// What a reader sees before the repair is what survives it.
 			info := mustStat(t, d, 1)
 			if info.Bytes != int64(survive) || info.Complete {
 				t.Errorf("Stat = %+v, want %d bytes, live", info, survive)
+			}
+			if got := mustRecover(t, d, 1); got != info {
+				t.Errorf("Recover = %+v, Stat before it = %+v", got, info)
 			}
 			if got := readAll(t, d, 1, 0); !bytes.Equal(got, data[:survive]) {
 				t.Errorf("after recovery: %s", diffAt(got, data[:survive]))
@@ -133,6 +142,7 @@ func TestRecoverTail(t *testing.T) {
 			survive := tt.damage(t, p, p.segment(seqs[len(seqs)-1]))
 
 			d = openAt(t, root, opts)
+			mustRecover(t, d, 1)
 			more := []byte("after the restart\n")
 			if err := d.Append(1, more); err != nil {
 				t.Fatal(err)
@@ -184,6 +194,7 @@ func TestRecoverInterruptedFinish(t *testing.T) {
 	if got := mustStat(t, d, 1); got.Bytes != 4000 || got.Complete {
 		t.Errorf("Stat = %+v, want the 4000-byte head, live", got)
 	}
+	mustRecover(t, d, 1)
 	if err := d.Finish(1); err != nil {
 		t.Fatal(err)
 	}
@@ -305,5 +316,71 @@ func checkTruncated(t *testing.T, got, stream []byte, max int64) {
 	}
 	if int64(len(stream)) != head+dropped+int64(len(tail)) || !bytes.HasSuffix(stream, tail) {
 		t.Errorf("tail of %d bytes after %d dropped is not the end of the %d-byte stream", len(tail), dropped, len(stream))
+	}
+}
+
+// TestReadsNeverRepair reads a torn live log that the Dir does not hold —
+// as after a restart, before the master has taken the build over, or
+// when it cannot tell whose the log is — and checks that no read changes
+// its files, that writes are refused until Recover, and that Recover then
+// repairs it and hands it over.
+func TestReadsNeverRepair(t *testing.T) {
+	root := t.TempDir()
+	opts := Options{ChunkSize: 1000}
+	data := testData(5500, 8)
+	d := openAt(t, root, opts)
+	appendPieces(t, d, 1, data, 500, 1)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := d.pathsOf(1)
+	appendBytes(t, p.data(), []byte("a frame torn by the crash"))
+	appendBytes(t, p.index(), []byte("half a record"))
+	before := snapshotFiles(t, root)
+
+	d = openAt(t, root, opts)
+	if got := mustStat(t, d, 1); got.Bytes != int64(len(data)) || got.Complete {
+		t.Errorf("Stat = %+v, want %d bytes, live", got, len(data))
+	}
+	if got := readAll(t, d, 1, 0); !bytes.Equal(got, data) {
+		t.Errorf("Copy: %s", diffAt(got, data))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	var followed bytes.Buffer
+	err := d.Follow(ctx, 1, 0, func(b []byte) error { followed.Write(b); return nil })
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !bytes.Equal(followed.Bytes(), data) {
+		t.Errorf("Follow = %v with %d bytes, want deadline exceeded with %d", err, followed.Len(), len(data))
+	}
+	for name, err := range map[string]error{
+		"Append": d.Append(1, []byte("x")),
+		"Flush":  d.Flush(1),
+		"Finish": d.Finish(1),
+	} {
+		if drover.KindOf(err) != drover.Conflict {
+			t.Errorf("%s of a log not held = %v, want Conflict", name, err)
+		}
+	}
+	if after := snapshotFiles(t, root); !equalFiles(before, after) {
+		t.Fatalf("reads changed the files:\nbefore %v\nafter  %v", sizes(before), sizes(after))
+	}
+
+	if got := mustRecover(t, d, 1); got.Bytes != int64(len(data)) || got.Complete {
+		t.Errorf("Recover = %+v, want %d bytes, live", got, len(data))
+	}
+	if after := snapshotFiles(t, root); equalFiles(before, after) {
+		t.Error("Recover left the torn frame and record in place")
+	}
+	if err := d.Append(1, []byte("on")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Finish(1); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readAll(t, d, 1, 0), append(bytes.Clone(data), "on"...); !bytes.Equal(got, want) {
+		t.Errorf("after Recover: %s", diffAt(got, want))
+	}
+	if _, err := d.Recover(2); drover.KindOf(err) != drover.NotFound {
+		t.Errorf("Recover of a log with no files = %v, want NotFound", err)
 	}
 }

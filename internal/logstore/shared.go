@@ -1,13 +1,13 @@
 package logstore
 
-// Reading logs that another process writes.
+// Reading logs that this Dir does not write.
 //
 // Several masters may share one log directory. Each live log has exactly one
 // writer, the master driving its build, which holds the log in its Dir's
-// memory; Stat, Copy and Follow of any other Dir would load the log from disk
-// and so repair it (cut off what looks torn) under the writer's feet. Other
-// masters use StatShared, CopyShared and FollowShared instead, which open
-// the files read-only and never write, truncate or keep the log.
+// memory; loading the log from disk as a writer does (Recover) would repair
+// it, cutting off what looks torn, under the writer's feet. So every other
+// reader — another master, or this one before it has taken the build over —
+// opens the files read-only and never writes, truncates or keeps the log.
 //
 // What such a reader sees of a live log is the longest run of chunk records,
 // from the first, each of which is whole (record checksum), follows on from
@@ -26,178 +26,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"time"
 
 	"github.com/drover-ci/drover"
 )
-
-// StatShared is Stat for a log that another process may be writing: it
-// reports what is durably readable on disk, without repairing or keeping
-// the log. While a truncated log is live, Dropped is read from its tail
-// segments. A log with no files is NotFound.
-func (d *Dir) StatShared(id int64) (Info, error) {
-	if err := checkID(id); err != nil {
-		return Info{}, err
-	}
-	if d.writing(id) {
-		return d.Stat(id)
-	}
-	if err := d.enter(); err != nil {
-		return Info{}, err
-	}
-	defer d.leave()
-	s := d.newShared(id)
-	defer s.close()
-	found, err := s.refresh(context.Background())
-	if err != nil {
-		return Info{}, fmt.Errorf("stat log %d: %w", id, err)
-	}
-	if !found {
-		return Info{}, drover.Errorf(drover.NotFound, "log %d: no such log", id)
-	}
-	return s.info(), nil
-}
-
-// CopyShared is Copy for a log that another process may be writing: it
-// writes the bytes from offset to the end of what is durably readable on
-// disk, without repairing or keeping the log.
-func (d *Dir) CopyShared(ctx context.Context, id int64, offset int64, w io.Writer) (int64, error) {
-	if err := checkID(id); err != nil {
-		return 0, err
-	}
-	if offset < 0 {
-		return 0, drover.Errorf(drover.Invalid, "read log %d: negative offset %d", id, offset)
-	}
-	if d.writing(id) {
-		return d.Copy(ctx, id, offset, w)
-	}
-	if err := d.enter(); err != nil {
-		return 0, err
-	}
-	defer d.leave()
-	s := d.newShared(id)
-	defer s.close()
-	found, err := s.refresh(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read log %d: %w", id, err)
-	}
-	if !found {
-		return 0, drover.Errorf(drover.NotFound, "log %d: no such log", id)
-	}
-	var n int64
-	_, err = s.emit(ctx, offset, -1, func(p []byte) error {
-		m, err := w.Write(p)
-		n += int64(m)
-		if err == nil && m < len(p) {
-			err = io.ErrShortWrite
-		}
-		return err
-	})
-	if err != nil {
-		return n, fmt.Errorf("read log %d: %w", id, err)
-	}
-	return n, nil
-}
-
-// FollowShared is Follow for a log that another process may be writing. It
-// looks at the files every poll for chunks that have become readable and
-// calls fn with them, without gap or duplicate, through a change of writer
-// too (a master taking over the build of one that died), until the log is
-// complete (nil), ctx is done (ctx.Err()), fn fails (its error), the log is
-// deleted (NotFound) or the Dir closes (Unavailable). Like Follow, it waits
-// for a log that has no files yet, and while a truncated log is live it
-// passes its head only.
-//
-// When this Dir is the log's writer, FollowShared is Follow, woken by each
-// flush instead of polling.
-func (d *Dir) FollowShared(ctx context.Context, id int64, offset int64, poll time.Duration, fn func([]byte) error) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	if offset < 0 {
-		return drover.Errorf(drover.Invalid, "follow log %d: negative offset %d", id, offset)
-	}
-	if poll <= 0 {
-		return drover.Errorf(drover.Invalid, "follow log %d: poll interval %v not positive", id, poll)
-	}
-	if d.writing(id) {
-		return d.Follow(ctx, id, offset, fn)
-	}
-	if err := d.enter(); err != nil {
-		return err
-	}
-	defer d.leave()
-	s := d.newShared(id)
-	defer s.close()
-	tick := time.NewTicker(poll)
-	defer tick.Stop()
-	next := -1 // the record offset is probably in
-	for {
-		found, err := s.refresh(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("follow log %d: %w", id, err)
-		}
-		if found && offset < s.rawEnd {
-			var fnErr error
-			next, err = s.emit(ctx, offset, next, func(p []byte) error {
-				if err := fn(p); err != nil {
-					fnErr = err
-					return err
-				}
-				offset += int64(len(p))
-				return nil
-			})
-			switch {
-			case err == nil:
-			case fnErr != nil:
-				return fmt.Errorf("follow log %d: %w", id, err)
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case s.complete:
-				if !exists(s.p.index()) {
-					return drover.Errorf(drover.NotFound, "follow log %d: log deleted", id)
-				}
-				return fmt.Errorf("follow log %d: %w", id, err)
-			default:
-				// A chunk that passed the checks did not read back, as
-				// when a network file system shows an index record
-				// before an earlier frame: try again from the same
-				// offset. A deleted log is noticed by the next refresh.
-				d.logger.Debug("following shared log: chunk not readable yet", "log", id, "offset", offset, "err", err)
-				next = -1
-			}
-		}
-		if s.complete && offset >= s.rawEnd {
-			return nil
-		}
-		s.closeFiles()
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-d.done:
-			return drover.Errorf(drover.Unavailable, "follow log %d: log store closed", id)
-		}
-	}
-}
-
-// writing reports whether this Dir holds log id in memory as a real log, not
-// a placeholder for followers: then it is the log's writer, and its own
-// Stat, Copy and Follow are exact.
-func (d *Dir) writing(id int64) bool {
-	d.mu.Lock()
-	l := d.logs[id]
-	d.mu.Unlock()
-	if l == nil {
-		return false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.exists && !l.gone
-}
 
 // sharedLog is a read-only view of a log that another process may be
 // writing, refreshed from its files. It is used by one goroutine.

@@ -116,6 +116,9 @@ func TestTruncatedReopen(t *testing.T) {
 	cuts := []int{0, 3000, 30_000, 55_555, len(data)}
 	for i := 0; i+1 < len(cuts); i++ {
 		d := openAt(t, root, opts)
+		if i > 0 {
+			mustRecover(t, d, 1)
+		}
 		appendPieces(t, d, 1, data[cuts[i]:cuts[i+1]], 900, uint64(i))
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -123,6 +126,7 @@ func TestTruncatedReopen(t *testing.T) {
 	}
 	// A master restarted with another limit keeps the log's own.
 	d := openAt(t, root, Options{MaxBytes: 1 << 30})
+	mustRecover(t, d, 1)
 	if err := d.Finish(1); err != nil {
 		t.Fatal(err)
 	}

@@ -144,15 +144,12 @@ func (b *backend) Authenticate(ctx context.Context, token string) (drover.Role, 
 
 // ReadLog writes the stored bytes of log id from offset to w.
 func (b *backend) ReadLog(ctx context.Context, id int64, offset int64, w io.Writer) error {
-	l, err := b.reader.GetLog(ctx, id)
-	if err != nil {
+	if _, err := b.reader.GetLog(ctx, id); err != nil {
 		return err
 	}
-	if b.foreignLog(ctx, l) {
-		_, err = b.logs.CopyShared(ctx, id, offset, w)
-	} else {
-		_, err = b.logs.Copy(ctx, id, offset, w)
-	}
+	// Reads never repair a log, so one another master writes, or one left
+	// by a crash that no master has taken over yet, is safe to read.
+	_, err := b.logs.Copy(ctx, id, offset, w)
 	if drover.KindOf(err) == drover.NotFound {
 		return nil // indexed but nothing written yet (or expired): empty
 	}
@@ -166,29 +163,11 @@ func (b *backend) FollowLog(ctx context.Context, id int64, offset int64, fn func
 	if err != nil {
 		return err
 	}
-	if b.foreignLog(ctx, l) {
-		err = b.logs.FollowShared(ctx, id, offset, sharedLogPoll, fn)
-	} else {
-		err = b.logs.Follow(ctx, id, offset, fn)
-	}
+	err = b.logs.Follow(ctx, id, offset, fn)
 	if drover.KindOf(err) == drover.NotFound && l.Complete {
 		return nil
 	}
 	return err
-}
-
-// sharedLogPoll is how often a log another master writes is looked at
-// for new output: about as often as its writer flushes.
-const sharedLogPoll = 250 * time.Millisecond
-
-// foreignLog tells whether another master of the site writes log l: it
-// must then be read without being touched, and followed by polling.
-func (b *backend) foreignLog(ctx context.Context, l *drover.Log) bool {
-	if !b.site.shared || l.Complete {
-		return false
-	}
-	bl, err := b.reader.GetBuild(ctx, l.BuildID)
-	return err == nil && bl.State == drover.BuildRunning && bl.Master != b.site.id && bl.Master != ""
 }
 
 // OpenArtifact implements api.ArtifactFiles.

@@ -291,7 +291,7 @@ func (br *buildRun) skip(st *drover.Step, why string) {
 		// Stored as starting with the build, then stopped before its
 		// command was sent: its empty log is complete.
 		l, br.first = br.first, nil
-		r.finishLogFile(l)
+		br.finishLog(l)
 	}
 	_ = br.write("skipped step", func(ctx context.Context) error { return r.writes.FinishStep(ctx, st, l) })
 }
@@ -441,7 +441,7 @@ func (br *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *w
 		urls, _ := c.Published()
 		mergeURLs(st, urls) // links the command published stay on the step
 		r.hub.Forget(c)
-		r.finishLogFile(l)
+		br.finishLog(l)
 		if keepOpen {
 			st.ExitCode = exit
 			_ = br.write("log", func(ctx context.Context) error { return r.writes.FinishStep(ctx, nil, l) })
@@ -584,17 +584,30 @@ func (r *runner) appendNote(logID int64, note string) {
 	}
 }
 
+// finishLog completes a step's log as the step ends. The step ends
+// whatever the log store says; a log it could not finish is reported.
+func (br *buildRun) finishLog(l *drover.Log) {
+	if err := br.r.finishLogFile(l); err != nil {
+		br.r.logger.Error("step log not finished", "build", br.build.ID, "log", l.ID, "err", err)
+	}
+}
+
 // finishLogFile completes a log in the log store and sets l's size and
-// Complete, for the caller to record.
-func (r *runner) finishLogFile(l *drover.Log) {
+// Complete, for the caller to record. A log with no files is complete and
+// empty.
+func (r *runner) finishLogFile(l *drover.Log) error {
 	if err := r.logs.Finish(l.ID); err != nil && drover.KindOf(err) != drover.NotFound {
-		r.logger.Error("finish log", "log", l.ID, "err", err)
+		return fmt.Errorf("finish log %d: %w", l.ID, err)
 	}
 	info, err := r.logs.Stat(l.ID)
-	if err == nil {
+	switch {
+	case err == nil:
 		l.Bytes, l.Dropped = info.Bytes, info.Dropped
+	case drover.KindOf(err) != drover.NotFound:
+		return fmt.Errorf("finish log %d: %w", l.ID, err)
 	}
 	l.Complete = true
+	return nil
 }
 
 // mergeURLs adds links to a step, so that writing it keeps them.

@@ -83,7 +83,9 @@ drover.builder(name = "b", steps = [drover.shell("true")])
 		if err := m.logs.Append(l.ID, []byte("output of build "+string(rune('A'+i)))); err != nil {
 			t.Fatal(err)
 		}
-		m.runner.finishLogFile(l)
+		if err := m.runner.finishLogFile(l); err != nil {
+			t.Fatal(err)
+		}
 		if err := m.store.Builds("").UpdateLog(ctx, l); err != nil {
 			t.Fatal(err)
 		}

@@ -92,9 +92,14 @@ func (r *runner) resumable(ctx context.Context, b drover.Build) (*buildRun, stri
 		if rp.log == nil {
 			return nil, "its running step has no log", nil
 		}
-		info, err := r.logs.Stat(rp.log.ID)
-		if err != nil {
-			return nil, "its running step's log could not be read", nil
+		// This master writes the log from now on: what a crash left torn
+		// is cut off, and the hub appends after what is kept.
+		info, err := r.logs.Recover(rp.log.ID)
+		switch {
+		case drover.KindOf(err) == drover.NotFound:
+			return nil, "its running step's log is gone", nil
+		case err != nil:
+			return nil, "", fmt.Errorf("recover the log of step %d: %w", k, err)
 		}
 		spec := &builder.Steps[k]
 		grace := spec.KillGrace
@@ -157,10 +162,16 @@ func (r *runner) giveUp(ctx context.Context, b drover.Build, why string) error {
 	}
 	var open []drover.Log
 	for _, l := range logs {
-		if !l.Complete {
-			r.finishLogFile(&l)
-			open = append(open, l)
+		if l.Complete {
+			continue
 		}
+		if _, err := r.logs.Recover(l.ID); err != nil && drover.KindOf(err) != drover.NotFound {
+			return fmt.Errorf("give up build %d: %w", b.ID, err)
+		}
+		if err := r.finishLogFile(&l); err != nil {
+			return fmt.Errorf("give up build %d: %w", b.ID, err)
+		}
+		open = append(open, l)
 	}
 	a := store.Abandon{Result: drover.Retry, Requeue: true, Summary: "master restarted during the build: " + why,
 		StepSummary: "master restarted", Logs: open, Finished: r.now()}
