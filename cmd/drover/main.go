@@ -75,12 +75,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if workerOnly {
+		root.Version += " (worker-only build: this platform has no master)"
+	}
+	root.AddCommand(masterCmds(g)...)
 	root.AddCommand(
-		masterCmd(g),
 		workerCmd(g),
-		checkconfigCmd(g),
-		quickstartCmd(g),
-		tokenCmd(g),
 		whyCmd(g),
 		superviseCmd(g),
 		stepCmd(g),

@@ -306,7 +306,7 @@ func (c *command) checkSupervisor() {
 func supervisorAlive(pid int, own bool, rd string) bool {
 	if own {
 		var ws syscall.WaitStatus
-		wpid, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		wpid, err := syscall.Wait4(pid, &ws, wnohang, nil)
 		return err == nil && wpid == 0
 	}
 	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {

@@ -82,8 +82,8 @@ func newPostgres() *dialect {
 		// number. Without it they would both insert it, one would fail on
 		// UNIQUE (builder, number) and retry, and under a burst a claim
 		// could lose every retry.
-		lockBuilder:   `SELECT pg_advisory_xact_lock(` + fmt.Sprint(pgBuilderLockClass) + `, hashtext(?))`,
-		lockMigration: `SELECT pg_advisory_xact_lock(` + fmt.Sprint(pgMigrateLock) + `)`,
+		lockBuilder:   `SELECT pg_advisory_xact_lock(` + fmt.Sprint(int64(pgBuilderLockClass)) + `, hashtext(?))`,
+		lockMigration: `SELECT pg_advisory_xact_lock(` + fmt.Sprint(int64(pgMigrateLock)) + `)`,
 		isUnique:      func(err error) bool { return pgCode(err) == pgUniqueViolation },
 		isForeignKey:  func(err error) bool { return pgCode(err) == pgForeignKeyViolation },
 		open:          openPostgres,

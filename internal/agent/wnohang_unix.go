@@ -1,0 +1,7 @@
+//go:build unix && !aix
+
+package agent
+
+import "syscall"
+
+const wnohang = syscall.WNOHANG
