@@ -65,7 +65,8 @@ const (
 	// MethodClean removes untracked files but keeps ignored ones
 	// (git clean -ffd): a build tree's ignored objects survive.
 	MethodClean = "clean"
-	// MethodFresh removes untracked and ignored files (git clean -ffdx).
+	// MethodFresh removes untracked and ignored files (git clean -ffdx):
+	// the default, as in Buildbot.
 	MethodFresh = "fresh"
 	// MethodClobber deletes the whole directory and clones anew.
 	MethodClobber = "clobber"
@@ -75,8 +76,8 @@ const (
 type Options struct {
 	// Mode is ModeIncremental (the default, "") or ModeFull.
 	Mode string
-	// Method is, for ModeFull only, MethodClean (the default, ""),
-	// MethodFresh or MethodClobber.
+	// Method is, for ModeFull only, MethodFresh (the default, ""),
+	// MethodClean or MethodClobber.
 	Method string
 	// Depth, when more than 0, makes a shallow clone of that many commits.
 	Depth int
@@ -116,8 +117,14 @@ func (o Options) Validate() error {
 	if o.Depth < 0 {
 		return fmt.Errorf("depth %d: want 0 (all history) or more", o.Depth)
 	}
-	if o.Filter != "" && !filterRE.MatchString(o.Filter) {
-		return fmt.Errorf("filter %q: want \"blob:none\", \"blob:limit=<size>\" or \"tree:<depth>\"", o.Filter)
+	return CheckFilter(o.Filter)
+}
+
+// CheckFilter reports whether f is a partial-clone filter a checkout
+// accepts: "" (none), "blob:none", "blob:limit=<size>" or "tree:<depth>".
+func CheckFilter(f string) error {
+	if f != "" && !filterRE.MatchString(f) {
+		return fmt.Errorf("filter %q: want \"blob:none\", \"blob:limit=<size>\" or \"tree:<depth>\"", f)
 	}
 	return nil
 }
@@ -424,9 +431,9 @@ func (r *runner) finish(ctx context.Context, res *Result) (*Result, error) {
 		}
 	}
 	if r.s.Mode == ModeFull && r.s.Method != MethodClobber {
-		args := []string{"clean", "-ffd"}
-		if r.s.Method == MethodFresh {
-			args = []string{"clean", "-ffdx"}
+		args := []string{"clean", "-ffdx"}
+		if r.s.Method == MethodClean {
+			args = []string{"clean", "-ffd"}
 		}
 		for _, d := range append([]string{r.dir}, r.subs...) {
 			if err := r.git(ctx, d, args...); err != nil {

@@ -197,7 +197,7 @@ func TestFullMethods(t *testing.T) {
 		method                        string
 		untracked, ignored, sameClone bool
 	}{
-		{"", false, true, true}, // clean is the default
+		{"", false, false, true}, // fresh is the default, as in Buildbot
 		{gitcheckout.MethodClean, false, true, true},
 		{gitcheckout.MethodFresh, false, false, true},
 		{gitcheckout.MethodClobber, false, false, false},
