@@ -491,6 +491,7 @@ func (r *runner) remote(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil || errors.Is(err, ErrIdle) {
 		return r.stoppedErr(ctx, op, err)
 	}
+	r.note("asking whether %s answers (git ls-remote)", r.s.URL)
 	args := []string{"ls-remote", "--", r.s.URL}
 	if r.s.Branch != "" {
 		args = append(args, "refs/heads/"+r.s.Branch)
@@ -500,7 +501,7 @@ func (r *runner) remote(ctx context.Context, op string, err error) error {
 	case ctx.Err() != nil:
 		return r.stoppedErr(ctx, op, err)
 	case lerr != nil:
-		return &Error{Kind: Source, Op: op, Err: fmt.Errorf("%w (and ls-remote: %v)", err, lerr)}
+		return &Error{Kind: Source, Op: op, Err: fmt.Errorf("%w (the source does not answer)", err)}
 	case r.s.Branch != "" && !strings.Contains(refs, "refs/heads/"+r.s.Branch):
 		return &Error{Kind: NotFound, Op: op, Err: fmt.Errorf("no branch %q at %s", r.s.Branch, r.s.URL)}
 	case strings.HasPrefix(op, "fetch of revision"):
@@ -568,8 +569,9 @@ func (r *runner) exec(ctx context.Context, dir string, stdout *bytes.Buffer, arg
 	if stdout != nil {
 		outw = stdout
 	}
+	var last lastLine
 	cmd.Stdout = &activityWriter{w: outw, touch: touch}
-	cmd.Stderr = &activityWriter{w: r.errw, touch: touch}
+	cmd.Stderr = &activityWriter{w: io.MultiWriter(r.errw, &last), touch: touch}
 	err := cmd.Run()
 	if err == nil {
 		return nil
@@ -579,7 +581,7 @@ func (r *runner) exec(ctx context.Context, dir string, stdout *bytes.Buffer, arg
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &gitError{sub: args[0], code: ee.ExitCode()}
+		return &gitError{sub: args[0], code: ee.ExitCode(), msg: last.String()}
 	}
 	return fmt.Errorf("run git %s: %w", args[0], err)
 }
@@ -606,13 +608,51 @@ func safePath(dir string) string {
 	return dir
 }
 
-// gitError is a git command that exited non-zero.
+// gitError is a git command that exited non-zero; msg is the last line
+// it printed on stderr, which says why.
 type gitError struct {
 	sub  string
 	code int
+	msg  string
 }
 
-func (e *gitError) Error() string { return fmt.Sprintf("git %s: exit status %d", e.sub, e.code) }
+func (e *gitError) Error() string {
+	if e.msg == "" {
+		return fmt.Sprintf("git %s: exit status %d", e.sub, e.code)
+	}
+	return fmt.Sprintf("git %s: exit status %d: %s", e.sub, e.code, e.msg)
+}
+
+// lastLine keeps the last non-empty line written to it (lines end at
+// "\n" or, for progress, "\r"), at most lastLineMax bytes of it.
+type lastLine struct {
+	line, cur []byte
+}
+
+const lastLineMax = 500
+
+func (l *lastLine) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c == '\n' || c == '\r' {
+			if len(bytes.TrimSpace(l.cur)) > 0 {
+				l.line = append(l.line[:0], l.cur...)
+			}
+			l.cur = l.cur[:0]
+			continue
+		}
+		if len(l.cur) < lastLineMax {
+			l.cur = append(l.cur, c)
+		}
+	}
+	return len(p), nil
+}
+
+func (l *lastLine) String() string {
+	if len(bytes.TrimSpace(l.cur)) > 0 {
+		return string(bytes.TrimSpace(l.cur))
+	}
+	return string(bytes.TrimSpace(l.line))
+}
 
 func exitCode(err error) int {
 	var ge *gitError
