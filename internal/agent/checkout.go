@@ -63,7 +63,7 @@ func (a *Agent) runCheckout(c *command) {
 			Submodules:       co.GetSubmodules(),
 			RecloneOnFailure: co.GetRecloneOnFailure(),
 		},
-		Env:         environ(c.req.GetEnv()),
+		Env:         environ(c.req.GetEnv(), wd),
 		Stdout:      stdout,
 		Stderr:      streamWriter{c: c, s: workerproto.Stream_STREAM_STDERR},
 		IdleTimeout: idle,

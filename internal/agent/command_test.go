@@ -333,3 +333,71 @@ func TestRunStopsPromptly(t *testing.T) {
 	}
 	assertGone(t, pids)
 }
+
+// A command runs with PWD set to its own directory, not the worker's, and
+// with no DROVER_* variable of the worker's environment: only those of
+// the master and the worker. The rest of the worker's environment is
+// passed on.
+func TestCommandEnvironment(t *testing.T) {
+	t.Setenv("PWD", "/the/worker/started/here")
+	t.Setenv("OLDPWD", "/before/that")
+	t.Setenv("DROVER_TOKEN", "drover_api_operator-secret")
+	t.Setenv("DROVER_BUILDER", "a-builder-of-another-worker")
+	t.Setenv("WORKER_ONLY", "passed on")
+	m := startFakeMaster(t, false)
+	dir := t.TempDir()
+	a := newTestAgent(t, m, dir, nil)
+	runAgent(t, a)
+	s := m.Session(t)
+	req := shell("env1", `echo "PWD=$PWD"; echo "pwd=$(pwd -P)"; echo "OLDPWD=${OLDPWD-unset}"; echo "TOKEN=${DROVER_TOKEN-unset}"; echo "BUILDER=$DROVER_BUILDER"; echo "WORKER_ONLY=$WORKER_ONLY"; echo "ID=$DROVER_COMMAND_ID"`)
+	req.Workdir = "build/sub"
+	req.Env = map[string]string{"DROVER_BUILDER": "b", "STEP_VAR": "x"}
+	s.Run(req)
+	chunks, f := s.Collect(t, "env1", 10*time.Second)
+	stdout, stderr := output(t, chunks, f)
+	if f.GetExitCode() != 0 {
+		t.Fatalf("finished %v\n%s%s", f, stdout, stderr)
+	}
+	wd, err := filepath.EvalSymlinks(filepath.Join(dir, "b", "build", "sub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"PWD=" + filepath.Join(dir, "b", "build", "sub") + "\n",
+		"pwd=" + wd + "\n",
+		"OLDPWD=unset\n",
+		"TOKEN=unset\n",
+		"BUILDER=b\n",
+		"WORKER_ONLY=passed on\n",
+		"ID=env1\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	t.Setenv("PWD", "/elsewhere")
+	t.Setenv("DROVER_MASTER", "http://ci.example.org")
+	env := environ(map[string]string{"B": "2", "A": "1", "PWD": "/set/by/step"}, "/work/b/build")
+	var pwds, drover []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PWD=") {
+			pwds = append(pwds, kv)
+		}
+		if strings.HasPrefix(kv, "DROVER_") {
+			drover = append(drover, kv)
+		}
+	}
+	// The step's own PWD, if it sets one, comes last and wins.
+	if len(pwds) != 2 || pwds[0] != "PWD=/work/b/build" || pwds[1] != "PWD=/set/by/step" {
+		t.Errorf("PWD entries = %q", pwds)
+	}
+	if len(drover) != 0 {
+		t.Errorf("inherited DROVER_* variables: %q", drover)
+	}
+	if n := len(env); env[n-3] != "A=1" || env[n-2] != "B=2" {
+		t.Errorf("the command's variables are not last and sorted: %q", env[n-3:])
+	}
+}

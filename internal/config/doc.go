@@ -59,7 +59,8 @@
 // clone fails. A checkout that cannot fetch from its source ends the build
 // as retry (infra, blamed on the source, not the worker); one whose
 // branch or revision the source does not have fails. Workers older than
-// protocol 9 get a shell script that knows only mode.
+// protocol 9 get a shell script that knows only mode. docs/steps.md says
+// what a step's command gets on its worker: directory, environment.
 //
 // urls = {"coverage": "https://cov.example.org/%(prop:buildnumber)s/"}
 // gives a step links, shown on the build page and in the API, interpolated
