@@ -95,10 +95,26 @@ type StepSpec struct {
 	Shards     int      `json:"shards,omitempty"`
 	ShardNames []string `json:"shard_names,omitempty"`
 
-	// Checkout steps only.
+	// Checkout steps only. The worker runs git itself (argv, no shell, on
+	// every OS); see internal/gitcheckout for what each option does.
 	Source *GitSource `json:"source,omitempty"`
 	// Mode is "incremental" (keep the clone, fetch) or "full" (clean it).
 	Mode string `json:"mode,omitempty"`
+	// Method is how a full checkout cleans, as in Buildbot: "fresh"
+	// (untracked and ignored files go; the default), "clean" (untracked
+	// files go, ignored ones stay) or "clobber" (the directory goes and
+	// is cloned anew). Empty for an incremental checkout.
+	Method string `json:"method,omitempty"`
+	// Depth, when more than 0, makes a shallow clone of that many commits.
+	Depth int `json:"depth,omitempty"`
+	// Filter, when set, makes a partial clone ("blob:none": blobs are
+	// fetched as the checkout needs them).
+	Filter string `json:"filter,omitempty"`
+	// Submodules checks the submodules out too, recursively.
+	Submodules bool `json:"submodules,omitempty"`
+	// RecloneOnFailure removes a clone whose update fails (corrupt, or
+	// its fetch fails) and clones anew, once.
+	RecloneOnFailure bool `json:"reclone_on_failure,omitempty"`
 
 	// Upload and download steps only. Src is, for an upload, the file or
 	// directory to send, relative to the step's Workdir on the worker (and

@@ -1036,8 +1036,12 @@ func (a *Agent) start(req *workerproto.RunCommand) {
 	a.cmdWG.Add(1)
 	go func() {
 		defer a.cmdWG.Done()
-		if req.GetTransfer() != nil {
+		switch {
+		case req.GetTransfer() != nil:
 			a.runTransfer(c)
+			return
+		case req.GetCheckout() != nil:
+			a.runCheckout(c)
 			return
 		}
 		c.run(a.dir, a.superArgv)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -133,10 +134,25 @@ func workdir(dir, builder, sub string) (string, error) {
 	return path, nil
 }
 
-// environ is the worker's own environment with the command's on top, in
-// a stable order.
-func environ(extra map[string]string) []string {
-	env := os.Environ()
+// environ is a command's environment, in a stable order: the worker's
+// own (what its service manager or shell gave it: PATH, HOME, LANG, …)
+// without what describes the worker process rather than the step — PWD
+// and OLDPWD, and every DROVER_* variable (a worker started from a shell
+// that holds an operator's DROVER_TOKEN, or from another build, must not
+// pass it on) — then PWD set to dir, the command's directory, then the
+// command's own variables from the master and this worker, which win.
+// docs/steps.md lists what a step gets.
+func environ(extra map[string]string, dir string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch key := envKey(name); {
+		case key == "PWD", key == "OLDPWD", strings.HasPrefix(key, "DROVER_"):
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "PWD="+dir)
 	keys := make([]string, 0, len(extra))
 	for k := range extra {
 		keys = append(keys, k)
@@ -146,6 +162,15 @@ func environ(extra map[string]string) []string {
 		env = append(env, k+"="+extra[k]) // later entries win in os/exec
 	}
 	return env
+}
+
+// envKey is a variable's name as the system compares it: Windows ignores
+// case.
+func envKey(name string) string {
+	if runtime.GOOS == "windows" {
+		return strings.ToUpper(name)
+	}
+	return name
 }
 
 // write adds output read from stream s, found at loc in the spool,

@@ -333,3 +333,77 @@ func TestRunStopsPromptly(t *testing.T) {
 	}
 	assertGone(t, pids)
 }
+
+// A command runs with PWD set to its own directory, not the worker's, and
+// with no DROVER_* variable of the worker's environment: only those of
+// the master and the worker. The rest of the worker's environment is
+// passed on.
+func TestCommandEnvironment(t *testing.T) {
+	t.Setenv("PWD", "/the/worker/started/here")
+	t.Setenv("OLDPWD", "/before/that")
+	t.Setenv("DROVER_TOKEN", "drover_api_operator-secret")
+	t.Setenv("DROVER_BUILDER", "a-builder-of-another-worker")
+	t.Setenv("WORKER_ONLY", "passed on")
+	m := startFakeMaster(t, false)
+	dir := t.TempDir()
+	a := newTestAgent(t, m, dir, nil)
+	runAgent(t, a)
+	s := m.Session(t)
+	// env, not a shell: a shell mends a stale PWD by itself, a program
+	// run as argv does not.
+	req := &workerproto.RunCommand{CommandId: "env1", Builder: "b", Argv: []string{"env"}, KillGraceMs: 500}
+	req.Workdir = "build/sub"
+	req.Env = map[string]string{"DROVER_BUILDER": "b", "STEP_VAR": "x"}
+	s.Run(req)
+	chunks, f := s.Collect(t, "env1", 10*time.Second)
+	stdout, stderr := output(t, chunks, f)
+	if f.GetExitCode() != 0 {
+		t.Fatalf("finished %v\n%s%s", f, stdout, stderr)
+	}
+	got := map[string][]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = append(got[k], v)
+	}
+	for k, want := range map[string]string{
+		"PWD":               filepath.Join(dir, "b", "build", "sub"),
+		"DROVER_BUILDER":    "b",
+		"WORKER_ONLY":       "passed on",
+		"DROVER_COMMAND_ID": "env1",
+		"STEP_VAR":          "x",
+	} {
+		if len(got[k]) != 1 || got[k][0] != want {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+	for _, k := range []string{"OLDPWD", "DROVER_TOKEN"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("the worker's %s reached the command: %q", k, v)
+		}
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	t.Setenv("PWD", "/elsewhere")
+	t.Setenv("DROVER_MASTER", "http://ci.example.org")
+	env := environ(map[string]string{"B": "2", "A": "1", "PWD": "/set/by/step"}, "/work/b/build")
+	var pwds, drover []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PWD=") {
+			pwds = append(pwds, kv)
+		}
+		if strings.HasPrefix(kv, "DROVER_") {
+			drover = append(drover, kv)
+		}
+	}
+	// The step's own PWD, if it sets one, comes last and wins.
+	if len(pwds) != 2 || pwds[0] != "PWD=/work/b/build" || pwds[1] != "PWD=/set/by/step" {
+		t.Errorf("PWD entries = %q", pwds)
+	}
+	if len(drover) != 0 {
+		t.Errorf("inherited DROVER_* variables: %q", drover)
+	}
+	if n := len(env); env[n-3] != "A=1" || env[n-2] != "B=2" {
+		t.Errorf("the command's variables are not last and sorted: %q", env[n-3:])
+	}
+}

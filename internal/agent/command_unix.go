@@ -172,7 +172,7 @@ func (c *command) prepare(rd, wd string) (*os.File, error) {
 		CommandID:       c.id,
 		Builder:         c.req.GetBuilder(),
 		Argv:            c.req.GetArgv(),
-		Env:             environ(c.req.GetEnv()),
+		Env:             environ(c.req.GetEnv(), wd),
 		Workdir:         wd,
 		NoOutputTimeout: c.req.GetNoOutputTimeoutMs(),
 		MaxTime:         c.req.GetMaxTimeMs(),

@@ -131,7 +131,7 @@ func (c *command) start(wd string) (cmd *exec.Cmd, outR, errR *os.File, err erro
 	argv := c.req.GetArgv()
 	cmd = exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = wd
-	cmd.Env = environ(c.req.GetEnv())
+	cmd.Env = environ(c.req.GetEnv(), wd)
 	cmd.Stdin = nil // the null device
 	setProcessGroup(cmd)
 	outR, outW, err := os.Pipe()

@@ -253,6 +253,16 @@ func (a *Agent) handleStep(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
+// publishProperty records a property that a command the agent carries
+// out itself sets (a checkout's got_revision); it reaches the master as a
+// StepUpdate before the command's Finished.
+func (a *Agent) publishProperty(id, name, value string) {
+	a.steps.saveMu.Lock()
+	a.steps.add(id, StepProperty, name, value)
+	a.steps.saveMu.Unlock()
+	a.notify()
+}
+
 // PublishStep sends one update of a running command's step to the worker
 // through its control socket, socket (the command's $DROVER_CONTROL):
 // kind StepURL publishes a link name → value, StepProperty sets property

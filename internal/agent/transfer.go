@@ -142,22 +142,60 @@ func (a *Agent) transferAuth(commandID, dest string) *workerproto.TransferAuth {
 // runTransfer performs the transfer command c and finishes it.
 func (a *Agent) runTransfer(c *command) {
 	start := time.Now()
+	ctx, errMaxTime, stop := a.inProcessContext(c, "transfer")
+	defer stop()
+	say := func(format string, args ...any) {
+		c.write(workerproto.Stream_STREAM_STDOUT, fmt.Appendf(nil, format+"\n", args...), spoolLoc{})
+	}
+	tr := c.req.GetTransfer()
+	var err error
+	switch tr.GetKind() {
+	case workerproto.TransferKind_TRANSFER_KIND_UPLOAD:
+		err = a.upload(ctx, c.req.GetBuilder(), c.id, tr.GetWorkerPath(), "", tr.GetMaxBytes(), say)
+	case workerproto.TransferKind_TRANSFER_KIND_DOWNLOAD:
+		err = a.download(ctx, c.req.GetBuilder(), c.id, tr.GetWorkerPath(), tr.GetMaxBytes(), say)
+	default:
+		err = fmt.Errorf("unknown transfer kind %v", tr.GetKind())
+	}
+	close(c.exited)
+	c.mu.Lock()
+	killed := c.killed
+	c.mu.Unlock()
+	switch {
+	case errors.Is(context.Cause(ctx), errMaxTime):
+		say("%v", errMaxTime)
+		c.finish(-1, time.Since(start), workerproto.FinishReason_FINISH_REASON_MAX_TIME, errMaxTime.Error())
+	case killed != nil:
+		say("transfer stopped: %s", killed.text)
+		c.finish(-1, time.Since(start), killed.reason, killed.text)
+	case err != nil:
+		say("transfer failed: %v", err)
+		c.finish(1, time.Since(start), workerproto.FinishReason_FINISH_REASON_EXITED, err.Error())
+	default:
+		c.finish(0, time.Since(start), workerproto.FinishReason_FINISH_REASON_EXITED, "")
+	}
+}
+
+// inProcessContext is the context of a command the agent carries out
+// itself (a transfer, a checkout) instead of running a process: it ends
+// when the command has run its max_time (errMaxTime is then its cause;
+// never the cause when the command has none), when the command is killed
+// (the kill's text), or when the worker stops. stop releases it and
+// waits for the goroutine that watches the command.
+func (a *Agent) inProcessContext(c *command, what string) (ctx context.Context, errMaxTime error, stop func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	var errMaxTime error
+	errMaxTime = errors.New("no max_time")
+	stopTimer := func() bool { return true }
 	if ms := c.req.GetMaxTimeMs(); ms > 0 {
 		d := time.Duration(ms) * time.Millisecond
-		errMaxTime = fmt.Errorf("transfer ran longer than its max_time of %s: stopped", d)
-		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, d, errMaxTime)
-		defer stop()
+		errMaxTime = fmt.Errorf("%s ran longer than its max_time of %s: stopped", what, d)
+		t := time.AfterFunc(d, func() { cancel(errMaxTime) })
+		stopTimer = t.Stop
 	}
 	// Watch for a cancel (kill sets c.killed, abandon sets discard) or
 	// the worker stopping.
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	done := make(chan struct{})
-	defer close(done)
 	wg.Go(func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
@@ -180,35 +218,11 @@ func (a *Agent) runTransfer(c *command) {
 			}
 		}
 	})
-	say := func(format string, args ...any) {
-		c.write(workerproto.Stream_STREAM_STDOUT, fmt.Appendf(nil, format+"\n", args...), spoolLoc{})
-	}
-	tr := c.req.GetTransfer()
-	var err error
-	switch tr.GetKind() {
-	case workerproto.TransferKind_TRANSFER_KIND_UPLOAD:
-		err = a.upload(ctx, c.req.GetBuilder(), c.id, tr.GetWorkerPath(), "", tr.GetMaxBytes(), say)
-	case workerproto.TransferKind_TRANSFER_KIND_DOWNLOAD:
-		err = a.download(ctx, c.req.GetBuilder(), c.id, tr.GetWorkerPath(), tr.GetMaxBytes(), say)
-	default:
-		err = fmt.Errorf("unknown transfer kind %v", tr.GetKind())
-	}
-	close(c.exited)
-	c.mu.Lock()
-	killed := c.killed
-	c.mu.Unlock()
-	switch {
-	case errMaxTime != nil && errors.Is(context.Cause(ctx), errMaxTime):
-		say("%v", errMaxTime)
-		c.finish(-1, time.Since(start), workerproto.FinishReason_FINISH_REASON_MAX_TIME, errMaxTime.Error())
-	case killed != nil:
-		say("transfer stopped: %s", killed.text)
-		c.finish(-1, time.Since(start), killed.reason, killed.text)
-	case err != nil:
-		say("transfer failed: %v", err)
-		c.finish(1, time.Since(start), workerproto.FinishReason_FINISH_REASON_EXITED, err.Error())
-	default:
-		c.finish(0, time.Since(start), workerproto.FinishReason_FINISH_REASON_EXITED, "")
+	return ctx, errMaxTime, func() {
+		stopTimer()
+		close(done)
+		wg.Wait()
+		cancel(nil)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.starlark.net/starlarkstruct"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/gitcheckout"
 )
 
 // builtinFacts are the facts every worker reports itself; a probe of the
@@ -262,7 +263,7 @@ func sourceName(rawURL string) string {
 
 func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	s := callSite(thread)
-	var source, timeout, maxTime, urls starlark.Value
+	var source, timeout, maxTime, urls, method, depth, filter starlark.Value
 	spec := drover.StepSpec{
 		Kind:           drover.StepCheckout,
 		Name:           "checkout",
@@ -275,6 +276,8 @@ func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args 
 	if err := starlark.UnpackArgs(fn.Name(), args, kwargs,
 		"source", &source, "mode?", &spec.Mode, "name?", &spec.Name,
 		"timeout?", &timeout, "max_time?", &maxTime, "urls?", &urls,
+		"method?", &method, "depth?", &depth, "filter?", &filter,
+		"submodules?", &spec.Submodules, "reclone_on_failure?", &spec.RecloneOnFailure,
 	); err != nil {
 		return nil, err
 	}
@@ -283,9 +286,10 @@ func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args 
 	} else {
 		l.errorf(s, "%s: source must be a drover.git value, got %s", fn.Name(), source.Type())
 	}
-	if spec.Mode != "incremental" && spec.Mode != "full" {
+	if spec.Mode != gitcheckout.ModeIncremental && spec.Mode != gitcheckout.ModeFull {
 		l.errorf(s, "%s: mode %q: want \"incremental\" or \"full\"", fn.Name(), spec.Mode)
 	}
+	l.checkoutOptions(s, fn, &spec, method, depth, filter)
 	if err := checkStepName(spec.Name); err != nil {
 		l.errorf(s, "%s: %v", fn.Name(), err)
 	}
@@ -295,6 +299,47 @@ func (l *loader) checkoutFn(thread *starlark.Thread, fn *starlark.Builtin, args 
 		l.errorf(s, "%s: "+format, append([]any{fn.Name()}, args...)...)
 	}, urls)
 	return &stepValue{spec: spec, site: s}, nil
+}
+
+// checkoutOptions reads checkout's method, depth and filter into spec.
+func (l *loader) checkoutOptions(s site, fn *starlark.Builtin, spec *drover.StepSpec, method, depth, filter starlark.Value) {
+	if !isNone(method) {
+		m, ok := starlark.AsString(method)
+		switch {
+		case !ok:
+			l.errorf(s, "%s: method: want a string, got %s", fn.Name(), method.Type())
+		case m != gitcheckout.MethodFresh && m != gitcheckout.MethodClean && m != gitcheckout.MethodClobber:
+			l.errorf(s, "%s: method %q: want \"fresh\", \"clean\" or \"clobber\"", fn.Name(), m)
+		case spec.Mode != gitcheckout.ModeFull:
+			l.errorf(s, "%s: method %q: only with mode = \"full\" (an incremental checkout cleans nothing)", fn.Name(), m)
+		default:
+			spec.Method = m
+		}
+	}
+	if spec.Mode == gitcheckout.ModeFull && spec.Method == "" {
+		spec.Method = gitcheckout.MethodFresh
+	}
+	if !isNone(depth) {
+		n, err := starlark.AsInt32(depth)
+		switch {
+		case err != nil:
+			l.errorf(s, "%s: depth: want a number of commits, got %s", fn.Name(), depth.Type())
+		case n < 0:
+			l.errorf(s, "%s: depth %d: want 0 (all history) or more", fn.Name(), n)
+		default:
+			spec.Depth = n
+		}
+	}
+	if !isNone(filter) {
+		f, ok := starlark.AsString(filter)
+		if !ok {
+			l.errorf(s, "%s: filter: want a string, got %s", fn.Name(), filter.Type())
+		} else if err := gitcheckout.CheckFilter(f); err != nil {
+			l.errorf(s, "%s: %v", fn.Name(), err)
+		} else {
+			spec.Filter = f
+		}
+	}
 }
 
 // optDuration reads an optional duration argument, recording an error and

@@ -16,7 +16,9 @@
 //	              allow_plaintext=, approve_workers=, shared_dir=,
 //	              site_timeout="15s")                      # at most once
 //	drover.git(url, branches=[], poll=None, name=None)     # → source
-//	drover.checkout(source, mode="incremental", name="checkout",
+//	drover.checkout(source, mode="incremental", method=None, depth=0,
+//	                filter=None, submodules=False,
+//	                reclone_on_failure=False, name="checkout",
 //	                timeout=None, max_time=None, urls={})  # → step
 //	drover.shell(command, name=None, env={}, workdir="", timeout=None,
 //	             max_time=None, kill_grace="10s", halt_on_failure=True,
@@ -43,6 +45,22 @@
 // failure. A step that should not stop the build says halt_on_failure=False,
 // and a step that must run even after a halt (cleanup, collecting results)
 // says always_run=True.
+//
+// drover.checkout is done by the worker, which runs git itself (argv, no
+// shell, the same on Windows as elsewhere). mode="incremental" keeps the
+// clone and its untracked files and checks the revision out over it;
+// mode="full" also cleans, by method, as in Buildbot: "fresh" (the
+// default: untracked and ignored files go), "clean" (untracked files go,
+// ignored ones such as object files stay) or "clobber" (the directory
+// goes and is cloned anew). depth=N makes a shallow clone, filter =
+// "blob:none" a partial one (the server must allow filters),
+// submodules=True checks submodules out recursively, and
+// reclone_on_failure=True clones anew, once, when updating the existing
+// clone fails. A checkout that cannot fetch from its source ends the build
+// as retry (infra, blamed on the source, not the worker); one whose
+// branch or revision the source does not have fails. Workers older than
+// protocol 9 get a shell script that knows only mode. docs/steps.md says
+// what a step's command gets on its worker: directory, environment.
 //
 // urls = {"coverage": "https://cov.example.org/%(prop:buildnumber)s/"}
 // gives a step links, shown on the build page and in the API, interpolated

@@ -88,6 +88,7 @@ func TestBoundaries(t *testing.T) {
 			}
 			return false
 		}},
+		{"gitcheckout is a leaf", "internal/gitcheckout", true, ours},
 		{"the API reads through its own interfaces", "internal/api", false, func(d string) bool {
 			return d == module+"/internal/store" || d == module+"/internal/master"
 		}},

@@ -383,7 +383,11 @@ func (br *buildRun) runCommandStep(st *drover.Step, spec *drover.StepSpec, props
 	}
 	r.bus.Publish(events.Event{Type: events.StepStarted, Builder: b.Builder, BuildID: b.ID, Step: st.Index})
 	id := commandID(b.ID, st.Index)
-	run := commandFor(id, b, &br.builder, spec, st.Index, props, facts)
+	var proto uint32
+	if s, ok := r.hub.Session(b.Worker); ok {
+		proto = s.Protocol
+	}
+	run := commandFor(id, b, &br.builder, spec, st.Index, props, facts, proto)
 	for k, v := range env {
 		run.Env[k] = v
 	}
@@ -421,6 +425,26 @@ func logHeader(run *pb.RunCommand, spec *drover.StepSpec, worker string) string 
 	switch {
 	case run.Transfer != nil:
 		return transferHeader(run, worker)
+	case run.Checkout != nil:
+		co := run.Checkout
+		opts := "mode " + co.Mode
+		if co.Method != "" {
+			opts += ", method " + co.Method
+		}
+		if co.Depth > 0 {
+			opts += fmt.Sprintf(", depth %d", co.Depth)
+		}
+		if co.Filter != "" {
+			opts += ", filter " + co.Filter
+		}
+		if co.Submodules {
+			opts += ", submodules"
+		}
+		if co.RecloneOnFailure {
+			opts += ", reclone on failure"
+		}
+		return fmt.Sprintf("$ git checkout of %s (branch %q, revision %q; %s), by the worker\n  in %s/%s on %s\n\n",
+			co.Url, co.Branch, co.Revision, opts, run.Builder, run.Workdir, worker)
 	case spec.Kind == drover.StepCheckout:
 		return fmt.Sprintf("$ git checkout of %s (branch %q, revision %q)\n  in %s/%s on %s\n\n",
 			run.Env["DROVER_GIT_URL"], run.Env["DROVER_GIT_BRANCH"], run.Env["DROVER_GIT_REVISION"], run.Builder, run.Workdir, worker)
@@ -484,6 +508,11 @@ func (br *buildRun) completeCommand(st *drover.Step, spec *drover.StepSpec, c *w
 	tail := fmt.Sprintf("\n[drover: exit %d after %s", exit, (time.Duration(f.GetDurationMs()) * time.Millisecond).Round(time.Millisecond))
 	if f.GetError() != "" {
 		tail += "; " + f.GetError()
+	}
+	if f.GetReason() == pb.FinishReason_FINISH_REASON_SOURCE_FAILED {
+		tail += fmt.Sprintf("; an infra failure of source %s, not of worker %s", sourceName(spec), b.Worker)
+		r.logger.Warn("a checkout could not fetch from its source", "build", b.ID, "builder", b.Builder,
+			"worker", b.Worker, "source", sourceName(spec), "err", f.GetError())
 	}
 	r.appendNote(l.ID, tail+"]\n")
 	_, published := c.Published()

@@ -48,8 +48,14 @@ echo "got_revision=$(git rev-parse HEAD)"
 
 var gotRevision = regexp.MustCompile(`(?m)^got_revision=([0-9a-f]{7,64})\s*$`)
 
-// commandFor turns a step into the command the worker runs.
-func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drover.StepSpec, idx int, props drover.Properties, facts drover.Facts) *pb.RunCommand {
+// checkoutProtocol is the first worker protocol with RunCommand.checkout:
+// a worker that checks out with git itself. An older worker gets
+// checkoutScript, which needs a POSIX shell and knows only the mode.
+const checkoutProtocol = 9
+
+// commandFor turns a step into the command the worker runs; proto is the
+// protocol the worker speaks.
+func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drover.StepSpec, idx int, props drover.Properties, facts drover.Facts, proto uint32) *pb.RunCommand {
 	env := map[string]string{
 		"DROVER_BUILDER":      b.Builder,
 		"DROVER_BUILD_NUMBER": fmt.Sprint(b.Number),
@@ -70,23 +76,25 @@ func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drove
 	}
 	var argv []string
 	var transfer *pb.Transfer
+	var checkout *pb.Checkout
 	switch spec.Kind {
 	case drover.StepUpload, drover.StepDownload:
 		transfer = transferFor(spec, workdir, props, facts)
 	case drover.StepCheckout:
 		src := spec.Source
+		branch, revision := checkoutTarget(b, src)
+		if proto >= checkoutProtocol {
+			checkout = &pb.Checkout{
+				Source: src.Name, Url: src.URL, Branch: branch, Revision: revision,
+				Mode: spec.Mode, Method: spec.Method, Depth: int32(spec.Depth), Filter: spec.Filter,
+				Submodules: spec.Submodules, RecloneOnFailure: spec.RecloneOnFailure,
+			}
+			break
+		}
 		env["DROVER_GIT_URL"] = src.URL
 		env["DROVER_CHECKOUT_MODE"] = spec.Mode
-		// The build's source stamp applies when it names this repository
-		// (or none); another source of a multi-repository build is checked
-		// out at its default branch head.
-		if b.Source.Repository == "" || b.Source.Repository == src.URL || b.Source.Repository == src.Name {
-			env["DROVER_GIT_BRANCH"] = b.Source.Branch
-			env["DROVER_GIT_REVISION"] = b.Source.Revision
-		}
-		if env["DROVER_GIT_BRANCH"] == "" && env["DROVER_GIT_REVISION"] == "" && len(src.Branches) > 0 {
-			env["DROVER_GIT_BRANCH"] = src.Branches[0]
-		}
+		env["DROVER_GIT_BRANCH"] = branch
+		env["DROVER_GIT_REVISION"] = revision
 		argv = shellArgv(facts, checkoutScript)
 	default:
 		if spec.Shell {
@@ -113,7 +121,22 @@ func commandFor(id string, b *drover.Build, builder *drover.Builder, spec *drove
 		BuildId:           b.ID,
 		Step:              int32(idx),
 		Transfer:          transfer,
+		Checkout:          checkout,
 	}
+}
+
+// checkoutTarget is the branch and revision a checkout of src in build b
+// fetches. The build's source stamp applies when it names this repository
+// (or none); another source of a multi-repository build is checked out at
+// its default branch's head.
+func checkoutTarget(b *drover.Build, src *drover.GitSource) (branch, revision string) {
+	if b.Source.Repository == "" || b.Source.Repository == src.URL || b.Source.Repository == src.Name {
+		branch, revision = b.Source.Branch, b.Source.Revision
+	}
+	if branch == "" && revision == "" && len(src.Branches) > 0 {
+		branch = src.Branches[0]
+	}
+	return branch, revision
 }
 
 func shellArgv(facts drover.Facts, script string) []string {
@@ -132,6 +155,10 @@ func stepResult(spec *drover.StepSpec, f *pb.Finished) (drover.Result, string) {
 		return drover.Cancelled, "cancelled"
 	case pb.FinishReason_FINISH_REASON_START_FAILED:
 		return drover.Exception, "could not start: " + f.GetError()
+	case pb.FinishReason_FINISH_REASON_SOURCE_FAILED:
+		// Infra, but the source's: retried, and blamed on the source by
+		// name rather than on the worker (DECISIONS 13).
+		return drover.Retry, fmt.Sprintf("source %s could not be fetched: %s", sourceName(spec), f.GetError())
 	case pb.FinishReason_FINISH_REASON_NO_OUTPUT_TIMEOUT, pb.FinishReason_FINISH_REASON_MAX_TIME:
 		return drover.Failure, "timed out: " + f.GetError()
 	}
@@ -145,7 +172,18 @@ func stepResult(spec *drover.StepSpec, f *pb.Finished) (drover.Result, string) {
 	if f.GetExitCode() < 0 {
 		return drover.Failure, "killed by a signal"
 	}
+	if spec.Kind == drover.StepCheckout && f.GetError() != "" {
+		return drover.Failure, f.GetError() // no such branch or revision
+	}
 	return drover.Failure, fmt.Sprintf("exit %d", code)
+}
+
+// sourceName names a checkout step's source, for blame.
+func sourceName(spec *drover.StepSpec) string {
+	if spec.Source == nil {
+		return "(none)"
+	}
+	return fmt.Sprintf("%s (%s)", spec.Source.Name, spec.Source.URL)
 }
 
 // applyStep folds a step's result into the build's, following the step's

@@ -96,13 +96,13 @@ drover.builder(name = "b", steps = [drover.upload("out")])
 func TestTransferCommand(t *testing.T) {
 	up := &drover.StepSpec{Kind: drover.StepUpload, Src: "out", Dest: "results/%(prop:buildnumber)s", MaxBytes: 99}
 	b := &drover.Build{ID: 7, Builder: "b", Number: 3}
-	run := commandFor("c", b, &drover.Builder{Name: "b"}, up, 2, drover.Properties{"buildnumber": "3"}, nil)
+	run := commandFor("c", b, &drover.Builder{Name: "b"}, up, 2, drover.Properties{"buildnumber": "3"}, nil, 0)
 	want := &pb.Transfer{Kind: pb.TransferKind_TRANSFER_KIND_UPLOAD, WorkerPath: "build/out", MasterPath: "results/3", MaxBytes: 99}
 	if got := run.GetTransfer(); got.GetKind() != want.Kind || got.GetWorkerPath() != want.WorkerPath || got.GetMasterPath() != want.MasterPath || got.GetMaxBytes() != want.MaxBytes {
 		t.Errorf("upload transfer = %v, want %v", got, want)
 	}
 	down := &drover.StepSpec{Kind: drover.StepDownload, Src: "artifact:results/3/x", Dest: "back/x", Workdir: "src"}
-	run = commandFor("c", b, &drover.Builder{Name: "b"}, down, 3, nil, nil)
+	run = commandFor("c", b, &drover.Builder{Name: "b"}, down, 3, nil, nil, 0)
 	if got := run.GetTransfer(); got.GetKind() != pb.TransferKind_TRANSFER_KIND_DOWNLOAD || got.GetWorkerPath() != "src/back/x" || got.GetMasterPath() != "artifact:results/3/x" {
 		t.Errorf("download transfer = %v", got)
 	}

@@ -12,7 +12,7 @@ package workerproto
 // Every change a peer can observe moves it up by one, additive only; the
 // history, with what each version added, is in docs/protocol.md. Both sides
 // say their version and use only what both have.
-const ProtocolVersion = 8
+const ProtocolVersion = 9
 
 // MinProtocolVersion is the oldest worker protocol a master accepts: one
 // version older than its own, so that a fleet upgrades the master first

@@ -91,6 +91,10 @@ const (
 	FinishReason_FINISH_REASON_MAX_TIME          FinishReason = 2
 	FinishReason_FINISH_REASON_CANCELLED         FinishReason = 3
 	FinishReason_FINISH_REASON_START_FAILED      FinishReason = 4
+	// SOURCE_FAILED: a checkout could not fetch from its source (it did not
+	// answer, refused, or broke off). Infra, blamed on the source rather
+	// than the worker. Only in answer to a RunCommand with a checkout.
+	FinishReason_FINISH_REASON_SOURCE_FAILED FinishReason = 5
 )
 
 // Enum value maps for FinishReason.
@@ -101,6 +105,7 @@ var (
 		2: "FINISH_REASON_MAX_TIME",
 		3: "FINISH_REASON_CANCELLED",
 		4: "FINISH_REASON_START_FAILED",
+		5: "FINISH_REASON_SOURCE_FAILED",
 	}
 	FinishReason_value = map[string]int32{
 		"FINISH_REASON_EXITED":            0,
@@ -108,6 +113,7 @@ var (
 		"FINISH_REASON_MAX_TIME":          2,
 		"FINISH_REASON_CANCELLED":         3,
 		"FINISH_REASON_START_FAILED":      4,
+		"FINISH_REASON_SOURCE_FAILED":     5,
 	}
 )
 
@@ -1212,7 +1218,17 @@ type RunCommand struct {
 	// transfer, when set, makes the command a file transfer, done by the
 	// worker over Upload or Download instead of running argv. It ends with
 	// a Finished like any command: exit 0, or START_FAILED with the error.
-	Transfer      *Transfer `protobuf:"bytes,11,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	Transfer *Transfer `protobuf:"bytes,11,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	// checkout, when set, makes the command a git checkout into workdir,
+	// done by the worker running the git program with argv (no shell)
+	// instead of running argv. Before its Finished the worker publishes
+	// the property got_revision (a StepUpdate) and prints
+	// "got_revision=<sha>". It ends with exit 0; SOURCE_FAILED when the
+	// source could not be fetched from; START_FAILED when git failed on the
+	// worker (no git, a corrupt clone that was not re-cloned); EXITED with
+	// exit 1 when the source has no such branch or revision; each with
+	// the error.
+	Checkout      *Checkout `protobuf:"bytes,12,opt,name=checkout,proto3" json:"checkout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1324,6 +1340,143 @@ func (x *RunCommand) GetTransfer() *Transfer {
 	return nil
 }
 
+func (x *RunCommand) GetCheckout() *Checkout {
+	if x != nil {
+		return x.Checkout
+	}
+	return nil
+}
+
+// Checkout describes a checkout step. Unknown mode, method or filter
+// values fail the command (START_FAILED) rather than being guessed at.
+type Checkout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source is the source's name in the master's config, for the log.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Url    string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// branch is fetched; "" means the remote's HEAD.
+	Branch string `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
+	// revision is checked out; "" means the branch's head.
+	Revision string `protobuf:"bytes,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// mode is "incremental" (keep the clone) or "full" (clean it).
+	Mode string `protobuf:"bytes,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// method is, for a full checkout, "fresh" (untracked and ignored files
+	// go; the default), "clean" (untracked files go, ignored stay) or
+	// "clobber" (the directory goes and is cloned anew).
+	Method string `protobuf:"bytes,6,opt,name=method,proto3" json:"method,omitempty"`
+	// depth, when more than 0, makes a shallow clone.
+	Depth int32 `protobuf:"varint,7,opt,name=depth,proto3" json:"depth,omitempty"`
+	// filter makes a partial clone ("blob:none").
+	Filter string `protobuf:"bytes,8,opt,name=filter,proto3" json:"filter,omitempty"`
+	// submodules checks submodules out too, recursively.
+	Submodules bool `protobuf:"varint,9,opt,name=submodules,proto3" json:"submodules,omitempty"`
+	// reclone_on_failure clones anew, once, when updating the existing
+	// clone fails.
+	RecloneOnFailure bool `protobuf:"varint,10,opt,name=reclone_on_failure,json=recloneOnFailure,proto3" json:"reclone_on_failure,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Checkout) Reset() {
+	*x = Checkout{}
+	mi := &file_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkout) ProtoMessage() {}
+
+func (x *Checkout) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkout.ProtoReflect.Descriptor instead.
+func (*Checkout) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Checkout) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Checkout) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Checkout) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *Checkout) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *Checkout) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Checkout) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Checkout) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *Checkout) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *Checkout) GetSubmodules() bool {
+	if x != nil {
+		return x.Submodules
+	}
+	return false
+}
+
+func (x *Checkout) GetRecloneOnFailure() bool {
+	if x != nil {
+		return x.RecloneOnFailure
+	}
+	return false
+}
+
 // Transfer describes a file transfer step.
 type Transfer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1343,7 +1496,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1508,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1521,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{14}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Transfer) GetKind() TransferKind {
@@ -1416,7 +1569,7 @@ type TransferAuth struct {
 
 func (x *TransferAuth) Reset() {
 	*x = TransferAuth{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1581,7 @@ func (x *TransferAuth) String() string {
 func (*TransferAuth) ProtoMessage() {}
 
 func (x *TransferAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1594,7 @@ func (x *TransferAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAuth.ProtoReflect.Descriptor instead.
 func (*TransferAuth) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferAuth) GetWorker() string {
@@ -1484,7 +1637,7 @@ type UploadStatusRequest struct {
 
 func (x *UploadStatusRequest) Reset() {
 	*x = UploadStatusRequest{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1649,7 @@ func (x *UploadStatusRequest) String() string {
 func (*UploadStatusRequest) ProtoMessage() {}
 
 func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1662,7 @@ func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatusRequest.ProtoReflect.Descriptor instead.
 func (*UploadStatusRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UploadStatusRequest) GetAuth() *TransferAuth {
@@ -1545,7 +1698,7 @@ type UploadStatusResponse struct {
 
 func (x *UploadStatusResponse) Reset() {
 	*x = UploadStatusResponse{}
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1710,7 @@ func (x *UploadStatusResponse) String() string {
 func (*UploadStatusResponse) ProtoMessage() {}
 
 func (x *UploadStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1723,7 @@ func (x *UploadStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatusResponse.ProtoReflect.Descriptor instead.
 func (*UploadStatusResponse) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{17}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UploadStatusResponse) GetOffset() int64 {
@@ -1601,7 +1754,7 @@ type UploadFileHeader struct {
 
 func (x *UploadFileHeader) Reset() {
 	*x = UploadFileHeader{}
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1766,7 @@ func (x *UploadFileHeader) String() string {
 func (*UploadFileHeader) ProtoMessage() {}
 
 func (x *UploadFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1779,7 @@ func (x *UploadFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileHeader.ProtoReflect.Descriptor instead.
 func (*UploadFileHeader) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{18}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadFileHeader) GetAuth() *TransferAuth {
@@ -1676,7 +1829,7 @@ type UploadChunk struct {
 
 func (x *UploadChunk) Reset() {
 	*x = UploadChunk{}
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1841,7 @@ func (x *UploadChunk) String() string {
 func (*UploadChunk) ProtoMessage() {}
 
 func (x *UploadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1854,7 @@ func (x *UploadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadChunk.ProtoReflect.Descriptor instead.
 func (*UploadChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{19}
+	return file_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadChunk) GetHeader() *UploadFileHeader {
@@ -1735,7 +1888,7 @@ type UploadResult struct {
 
 func (x *UploadResult) Reset() {
 	*x = UploadResult{}
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1900,7 @@ func (x *UploadResult) String() string {
 func (*UploadResult) ProtoMessage() {}
 
 func (x *UploadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1913,7 @@ func (x *UploadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
 func (*UploadResult) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{20}
+	return file_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadResult) GetSize() int64 {
@@ -1804,7 +1957,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1969,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1982,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{21}
+	return file_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DownloadRequest) GetAuth() *TransferAuth {
@@ -1868,7 +2021,7 @@ type DownloadHave struct {
 
 func (x *DownloadHave) Reset() {
 	*x = DownloadHave{}
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2033,7 @@ func (x *DownloadHave) String() string {
 func (*DownloadHave) ProtoMessage() {}
 
 func (x *DownloadHave) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2046,7 @@ func (x *DownloadHave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadHave.ProtoReflect.Descriptor instead.
 func (*DownloadHave) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{22}
+	return file_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DownloadHave) GetPath() string {
@@ -1931,7 +2084,7 @@ type DownloadPartial struct {
 
 func (x *DownloadPartial) Reset() {
 	*x = DownloadPartial{}
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2096,7 @@ func (x *DownloadPartial) String() string {
 func (*DownloadPartial) ProtoMessage() {}
 
 func (x *DownloadPartial) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2109,7 @@ func (x *DownloadPartial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPartial.ProtoReflect.Descriptor instead.
 func (*DownloadPartial) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{23}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadPartial) GetPath() string {
@@ -1988,7 +2141,7 @@ type DownloadFileHeader struct {
 
 func (x *DownloadFileHeader) Reset() {
 	*x = DownloadFileHeader{}
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2153,7 @@ func (x *DownloadFileHeader) String() string {
 func (*DownloadFileHeader) ProtoMessage() {}
 
 func (x *DownloadFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2166,7 @@ func (x *DownloadFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileHeader.ProtoReflect.Descriptor instead.
 func (*DownloadFileHeader) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{24}
+	return file_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DownloadFileHeader) GetPath() string {
@@ -2055,7 +2208,7 @@ type DownloadChunk struct {
 
 func (x *DownloadChunk) Reset() {
 	*x = DownloadChunk{}
-	mi := &file_worker_proto_msgTypes[25]
+	mi := &file_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2220,7 @@ func (x *DownloadChunk) String() string {
 func (*DownloadChunk) ProtoMessage() {}
 
 func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[25]
+	mi := &file_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2233,7 @@ func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunk.ProtoReflect.Descriptor instead.
 func (*DownloadChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{25}
+	return file_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DownloadChunk) GetHeader() *DownloadFileHeader {
@@ -2114,7 +2267,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_worker_proto_msgTypes[26]
+	mi := &file_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2279,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[26]
+	mi := &file_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2292,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{26}
+	return file_worker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Cancel) GetCommandId() string {
@@ -2170,7 +2323,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_worker_proto_msgTypes[27]
+	mi := &file_worker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2335,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[27]
+	mi := &file_worker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2348,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{27}
+	return file_worker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Ack) GetCommandId() string {
@@ -2235,7 +2388,7 @@ type MasterMessage struct {
 
 func (x *MasterMessage) Reset() {
 	*x = MasterMessage{}
-	mi := &file_worker_proto_msgTypes[28]
+	mi := &file_worker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2400,7 @@ func (x *MasterMessage) String() string {
 func (*MasterMessage) ProtoMessage() {}
 
 func (x *MasterMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[28]
+	mi := &file_worker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2413,7 @@ func (x *MasterMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterMessage.ProtoReflect.Descriptor instead.
 func (*MasterMessage) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{28}
+	return file_worker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MasterMessage) GetMsg() isMasterMessage_Msg {
@@ -2455,7 +2608,7 @@ const file_worker_proto_rawDesc = "" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"h\n" +
 	"\tSetProbes\x12/\n" +
 	"\x06probes\x18\x01 \x03(\v2\x17.drover.worker.v1.ProbeR\x06probes\x12*\n" +
-	"\x11probe_interval_ms\x18\x02 \x01(\x03R\x0fprobeIntervalMs\"\xc0\x03\n" +
+	"\x11probe_interval_ms\x18\x02 \x01(\x03R\x0fprobeIntervalMs\"\xf8\x03\n" +
 	"\n" +
 	"RunCommand\x12\x1d\n" +
 	"\n" +
@@ -2470,10 +2623,25 @@ const file_worker_proto_rawDesc = "" +
 	"\bbuild_id\x18\t \x01(\x03R\abuildId\x12\x12\n" +
 	"\x04step\x18\n" +
 	" \x01(\x05R\x04step\x126\n" +
-	"\btransfer\x18\v \x01(\v2\x1a.drover.worker.v1.TransferR\btransfer\x1a6\n" +
+	"\btransfer\x18\v \x01(\v2\x1a.drover.worker.v1.TransferR\btransfer\x126\n" +
+	"\bcheckout\x18\f \x01(\v2\x1a.drover.worker.v1.CheckoutR\bcheckout\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x02\n" +
+	"\bCheckout\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
+	"\x06branch\x18\x03 \x01(\tR\x06branch\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\tR\brevision\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\tR\x04mode\x12\x16\n" +
+	"\x06method\x18\x06 \x01(\tR\x06method\x12\x14\n" +
+	"\x05depth\x18\a \x01(\x05R\x05depth\x12\x16\n" +
+	"\x06filter\x18\b \x01(\tR\x06filter\x12\x1e\n" +
+	"\n" +
+	"submodules\x18\t \x01(\bR\n" +
+	"submodules\x12,\n" +
+	"\x12reclone_on_failure\x18\n" +
+	" \x01(\bR\x10recloneOnFailure\"\x9d\x01\n" +
 	"\bTransfer\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.drover.worker.v1.TransferKindR\x04kind\x12\x1f\n" +
 	"\vworker_path\x18\x02 \x01(\tR\n" +
@@ -2547,13 +2715,14 @@ const file_worker_proto_rawDesc = "" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x02*\xa6\x01\n" +
+	"\rSTREAM_STDERR\x10\x02*\xc7\x01\n" +
 	"\fFinishReason\x12\x18\n" +
 	"\x14FINISH_REASON_EXITED\x10\x00\x12#\n" +
 	"\x1fFINISH_REASON_NO_OUTPUT_TIMEOUT\x10\x01\x12\x1a\n" +
 	"\x16FINISH_REASON_MAX_TIME\x10\x02\x12\x1b\n" +
 	"\x17FINISH_REASON_CANCELLED\x10\x03\x12\x1e\n" +
-	"\x1aFINISH_REASON_START_FAILED\x10\x04*c\n" +
+	"\x1aFINISH_REASON_START_FAILED\x10\x04\x12\x1f\n" +
+	"\x1bFINISH_REASON_SOURCE_FAILED\x10\x05*c\n" +
 	"\fTransferKind\x12\x1d\n" +
 	"\x19TRANSFER_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TRANSFER_KIND_UPLOAD\x10\x01\x12\x1a\n" +
@@ -2578,7 +2747,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_worker_proto_goTypes = []any{
 	(Stream)(0),                  // 0: drover.worker.v1.Stream
 	(FinishReason)(0),            // 1: drover.worker.v1.FinishReason
@@ -2597,77 +2766,79 @@ var file_worker_proto_goTypes = []any{
 	(*Probe)(nil),                // 14: drover.worker.v1.Probe
 	(*SetProbes)(nil),            // 15: drover.worker.v1.SetProbes
 	(*RunCommand)(nil),           // 16: drover.worker.v1.RunCommand
-	(*Transfer)(nil),             // 17: drover.worker.v1.Transfer
-	(*TransferAuth)(nil),         // 18: drover.worker.v1.TransferAuth
-	(*UploadStatusRequest)(nil),  // 19: drover.worker.v1.UploadStatusRequest
-	(*UploadStatusResponse)(nil), // 20: drover.worker.v1.UploadStatusResponse
-	(*UploadFileHeader)(nil),     // 21: drover.worker.v1.UploadFileHeader
-	(*UploadChunk)(nil),          // 22: drover.worker.v1.UploadChunk
-	(*UploadResult)(nil),         // 23: drover.worker.v1.UploadResult
-	(*DownloadRequest)(nil),      // 24: drover.worker.v1.DownloadRequest
-	(*DownloadHave)(nil),         // 25: drover.worker.v1.DownloadHave
-	(*DownloadPartial)(nil),      // 26: drover.worker.v1.DownloadPartial
-	(*DownloadFileHeader)(nil),   // 27: drover.worker.v1.DownloadFileHeader
-	(*DownloadChunk)(nil),        // 28: drover.worker.v1.DownloadChunk
-	(*Cancel)(nil),               // 29: drover.worker.v1.Cancel
-	(*Ack)(nil),                  // 30: drover.worker.v1.Ack
-	(*MasterMessage)(nil),        // 31: drover.worker.v1.MasterMessage
-	nil,                          // 32: drover.worker.v1.Hello.FactsEntry
-	nil,                          // 33: drover.worker.v1.Hello.LabelsEntry
-	nil,                          // 34: drover.worker.v1.FactsUpdate.FactsEntry
-	nil,                          // 35: drover.worker.v1.StepUpdate.UrlsEntry
-	nil,                          // 36: drover.worker.v1.StepUpdate.PropertiesEntry
-	nil,                          // 37: drover.worker.v1.RunCommand.EnvEntry
+	(*Checkout)(nil),             // 17: drover.worker.v1.Checkout
+	(*Transfer)(nil),             // 18: drover.worker.v1.Transfer
+	(*TransferAuth)(nil),         // 19: drover.worker.v1.TransferAuth
+	(*UploadStatusRequest)(nil),  // 20: drover.worker.v1.UploadStatusRequest
+	(*UploadStatusResponse)(nil), // 21: drover.worker.v1.UploadStatusResponse
+	(*UploadFileHeader)(nil),     // 22: drover.worker.v1.UploadFileHeader
+	(*UploadChunk)(nil),          // 23: drover.worker.v1.UploadChunk
+	(*UploadResult)(nil),         // 24: drover.worker.v1.UploadResult
+	(*DownloadRequest)(nil),      // 25: drover.worker.v1.DownloadRequest
+	(*DownloadHave)(nil),         // 26: drover.worker.v1.DownloadHave
+	(*DownloadPartial)(nil),      // 27: drover.worker.v1.DownloadPartial
+	(*DownloadFileHeader)(nil),   // 28: drover.worker.v1.DownloadFileHeader
+	(*DownloadChunk)(nil),        // 29: drover.worker.v1.DownloadChunk
+	(*Cancel)(nil),               // 30: drover.worker.v1.Cancel
+	(*Ack)(nil),                  // 31: drover.worker.v1.Ack
+	(*MasterMessage)(nil),        // 32: drover.worker.v1.MasterMessage
+	nil,                          // 33: drover.worker.v1.Hello.FactsEntry
+	nil,                          // 34: drover.worker.v1.Hello.LabelsEntry
+	nil,                          // 35: drover.worker.v1.FactsUpdate.FactsEntry
+	nil,                          // 36: drover.worker.v1.StepUpdate.UrlsEntry
+	nil,                          // 37: drover.worker.v1.StepUpdate.PropertiesEntry
+	nil,                          // 38: drover.worker.v1.RunCommand.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	14, // 0: drover.worker.v1.EnrollResponse.probes:type_name -> drover.worker.v1.Probe
-	32, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
-	33, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
+	33, // 1: drover.worker.v1.Hello.facts:type_name -> drover.worker.v1.Hello.FactsEntry
+	34, // 2: drover.worker.v1.Hello.labels:type_name -> drover.worker.v1.Hello.LabelsEntry
 	6,  // 3: drover.worker.v1.Hello.running:type_name -> drover.worker.v1.RunningCommand
 	0,  // 4: drover.worker.v1.Output.stream:type_name -> drover.worker.v1.Stream
 	1,  // 5: drover.worker.v1.Finished.reason:type_name -> drover.worker.v1.FinishReason
-	34, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
+	35, // 6: drover.worker.v1.FactsUpdate.facts:type_name -> drover.worker.v1.FactsUpdate.FactsEntry
 	7,  // 7: drover.worker.v1.WorkerMessage.hello:type_name -> drover.worker.v1.Hello
 	8,  // 8: drover.worker.v1.WorkerMessage.output:type_name -> drover.worker.v1.Output
 	9,  // 9: drover.worker.v1.WorkerMessage.finished:type_name -> drover.worker.v1.Finished
 	10, // 10: drover.worker.v1.WorkerMessage.facts:type_name -> drover.worker.v1.FactsUpdate
 	12, // 11: drover.worker.v1.WorkerMessage.step_update:type_name -> drover.worker.v1.StepUpdate
-	35, // 12: drover.worker.v1.StepUpdate.urls:type_name -> drover.worker.v1.StepUpdate.UrlsEntry
-	36, // 13: drover.worker.v1.StepUpdate.properties:type_name -> drover.worker.v1.StepUpdate.PropertiesEntry
+	36, // 12: drover.worker.v1.StepUpdate.urls:type_name -> drover.worker.v1.StepUpdate.UrlsEntry
+	37, // 13: drover.worker.v1.StepUpdate.properties:type_name -> drover.worker.v1.StepUpdate.PropertiesEntry
 	14, // 14: drover.worker.v1.Welcome.probes:type_name -> drover.worker.v1.Probe
 	14, // 15: drover.worker.v1.SetProbes.probes:type_name -> drover.worker.v1.Probe
-	37, // 16: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
-	17, // 17: drover.worker.v1.RunCommand.transfer:type_name -> drover.worker.v1.Transfer
-	2,  // 18: drover.worker.v1.Transfer.kind:type_name -> drover.worker.v1.TransferKind
-	18, // 19: drover.worker.v1.UploadStatusRequest.auth:type_name -> drover.worker.v1.TransferAuth
-	18, // 20: drover.worker.v1.UploadFileHeader.auth:type_name -> drover.worker.v1.TransferAuth
-	21, // 21: drover.worker.v1.UploadChunk.header:type_name -> drover.worker.v1.UploadFileHeader
-	18, // 22: drover.worker.v1.DownloadRequest.auth:type_name -> drover.worker.v1.TransferAuth
-	25, // 23: drover.worker.v1.DownloadRequest.have:type_name -> drover.worker.v1.DownloadHave
-	26, // 24: drover.worker.v1.DownloadRequest.partial:type_name -> drover.worker.v1.DownloadPartial
-	27, // 25: drover.worker.v1.DownloadChunk.header:type_name -> drover.worker.v1.DownloadFileHeader
-	13, // 26: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
-	16, // 27: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
-	29, // 28: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
-	30, // 29: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
-	15, // 30: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
-	5,  // 31: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	5,  // 32: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
-	3,  // 33: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
-	11, // 34: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
-	19, // 35: drover.worker.v1.Worker.UploadStatus:input_type -> drover.worker.v1.UploadStatusRequest
-	22, // 36: drover.worker.v1.Worker.Upload:input_type -> drover.worker.v1.UploadChunk
-	24, // 37: drover.worker.v1.Worker.Download:input_type -> drover.worker.v1.DownloadRequest
-	4,  // 38: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
-	31, // 39: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
-	20, // 40: drover.worker.v1.Worker.UploadStatus:output_type -> drover.worker.v1.UploadStatusResponse
-	23, // 41: drover.worker.v1.Worker.Upload:output_type -> drover.worker.v1.UploadResult
-	28, // 42: drover.worker.v1.Worker.Download:output_type -> drover.worker.v1.DownloadChunk
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	38, // 16: drover.worker.v1.RunCommand.env:type_name -> drover.worker.v1.RunCommand.EnvEntry
+	18, // 17: drover.worker.v1.RunCommand.transfer:type_name -> drover.worker.v1.Transfer
+	17, // 18: drover.worker.v1.RunCommand.checkout:type_name -> drover.worker.v1.Checkout
+	2,  // 19: drover.worker.v1.Transfer.kind:type_name -> drover.worker.v1.TransferKind
+	19, // 20: drover.worker.v1.UploadStatusRequest.auth:type_name -> drover.worker.v1.TransferAuth
+	19, // 21: drover.worker.v1.UploadFileHeader.auth:type_name -> drover.worker.v1.TransferAuth
+	22, // 22: drover.worker.v1.UploadChunk.header:type_name -> drover.worker.v1.UploadFileHeader
+	19, // 23: drover.worker.v1.DownloadRequest.auth:type_name -> drover.worker.v1.TransferAuth
+	26, // 24: drover.worker.v1.DownloadRequest.have:type_name -> drover.worker.v1.DownloadHave
+	27, // 25: drover.worker.v1.DownloadRequest.partial:type_name -> drover.worker.v1.DownloadPartial
+	28, // 26: drover.worker.v1.DownloadChunk.header:type_name -> drover.worker.v1.DownloadFileHeader
+	13, // 27: drover.worker.v1.MasterMessage.welcome:type_name -> drover.worker.v1.Welcome
+	16, // 28: drover.worker.v1.MasterMessage.run:type_name -> drover.worker.v1.RunCommand
+	30, // 29: drover.worker.v1.MasterMessage.cancel:type_name -> drover.worker.v1.Cancel
+	31, // 30: drover.worker.v1.MasterMessage.ack:type_name -> drover.worker.v1.Ack
+	15, // 31: drover.worker.v1.MasterMessage.set_probes:type_name -> drover.worker.v1.SetProbes
+	5,  // 32: drover.worker.v1.Hello.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	5,  // 33: drover.worker.v1.FactsUpdate.FactsEntry.value:type_name -> drover.worker.v1.FactValues
+	3,  // 34: drover.worker.v1.Worker.Enroll:input_type -> drover.worker.v1.EnrollRequest
+	11, // 35: drover.worker.v1.Worker.Connect:input_type -> drover.worker.v1.WorkerMessage
+	20, // 36: drover.worker.v1.Worker.UploadStatus:input_type -> drover.worker.v1.UploadStatusRequest
+	23, // 37: drover.worker.v1.Worker.Upload:input_type -> drover.worker.v1.UploadChunk
+	25, // 38: drover.worker.v1.Worker.Download:input_type -> drover.worker.v1.DownloadRequest
+	4,  // 39: drover.worker.v1.Worker.Enroll:output_type -> drover.worker.v1.EnrollResponse
+	32, // 40: drover.worker.v1.Worker.Connect:output_type -> drover.worker.v1.MasterMessage
+	21, // 41: drover.worker.v1.Worker.UploadStatus:output_type -> drover.worker.v1.UploadStatusResponse
+	24, // 42: drover.worker.v1.Worker.Upload:output_type -> drover.worker.v1.UploadResult
+	29, // 43: drover.worker.v1.Worker.Download:output_type -> drover.worker.v1.DownloadChunk
+	39, // [39:44] is the sub-list for method output_type
+	34, // [34:39] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -2682,7 +2853,7 @@ func file_worker_proto_init() {
 		(*WorkerMessage_Facts)(nil),
 		(*WorkerMessage_StepUpdate)(nil),
 	}
-	file_worker_proto_msgTypes[28].OneofWrappers = []any{
+	file_worker_proto_msgTypes[29].OneofWrappers = []any{
 		(*MasterMessage_Welcome)(nil),
 		(*MasterMessage_Run)(nil),
 		(*MasterMessage_Cancel)(nil),
@@ -2695,7 +2866,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
