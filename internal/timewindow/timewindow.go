@@ -176,8 +176,8 @@ func (w *Window) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// location is the zone w is read in: its own, else def, else UTC.
-func (w Window) location(def *time.Location) *time.Location {
+// Location is the zone w is read in: its own, else def, else UTC.
+func (w Window) Location(def *time.Location) *time.Location {
 	switch {
 	case w.loc != nil:
 		return w.loc
@@ -221,7 +221,7 @@ func mod(a, b time.Duration) time.Duration {
 // Contains reports whether t falls in w, read in w's zone, or def when w
 // has none (nil: UTC). A window holds its start and not its end.
 func (w Window) Contains(t time.Time, def *time.Location) bool {
-	return w.containsPos(wallPos(t.In(w.location(def))))
+	return w.containsPos(wallPos(t.In(w.Location(def))))
 }
 
 func (w Window) containsPos(pos time.Duration) bool {
@@ -243,7 +243,7 @@ func (w Window) next(t time.Time, def *time.Location) time.Time {
 	if w.always() {
 		return time.Time{}
 	}
-	loc := w.location(def)
+	loc := w.Location(def)
 	in := w.Contains(t, def)
 	start, length := time.Duration(w.Start)*time.Minute, w.length()
 	cur := t
