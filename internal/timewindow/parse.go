@@ -267,7 +267,7 @@ func (p *parser) zone(w *Window) error {
 	}
 	loc, err := LoadZone(rest)
 	if err != nil {
-		return p.fail(at, "unknown time zone %q: want an IANA name such as Europe/Berlin, UTC or Local", rest)
+		return p.fail(at, "unknown time zone %q: want an IANA name such as Europe/Berlin or UTC", rest)
 	}
 	w.Zone, w.loc = rest, loc
 	if loc == time.Local {
