@@ -183,6 +183,30 @@ type AvailabilityOverride struct {
 	At           time.Time    `json:"at"`
 }
 
+// Downtime is a time window in which the master gives a worker no new
+// build (running ones finish), whatever the worker's own availability and
+// an operator's override say: operator downtime beats owner windows.
+type Downtime struct {
+	// Source says who declared it: "config" (drover.worker(downtime = ...)).
+	Source string `json:"source"`
+	// Window is the window the worker is in, with the zone it is read in:
+	// "Wed 08:00-10:00 Europe/Berlin".
+	Window string `json:"window"`
+	// Until is when it ends; zero when it never does.
+	Until time.Time `json:"until,omitzero"`
+	// Reason is the window and its end in words: "Wed 08:00-10:00
+	// Europe/Berlin until 10:00".
+	Reason string `json:"reason"`
+}
+
+// By names the downtime as the setter of an availability: "downtime
+// (config)".
+func (d *Downtime) By() string { return "downtime (" + d.Source + ")" }
+
+// String is the downtime in words: "downtime (config): Wed 08:00-10:00
+// Europe/Berlin until 10:00".
+func (d *Downtime) String() string { return d.By() + ": " + d.Reason }
+
 // Worker is what the master knows of a worker, connected or not.
 type Worker struct {
 	Name    string     `json:"name"`
@@ -197,10 +221,15 @@ type Worker struct {
 	AvailabilityReason string       `json:"availability_reason,omitempty"`
 	// Override, when set, is an operator's availability for the worker,
 	// which wins over the worker's own. Effective tells which applies.
-	Override  *AvailabilityOverride `json:"override,omitempty"`
-	Connected bool                  `json:"connected"`
-	FirstSeen time.Time             `json:"first_seen,omitzero"`
-	LastSeen  time.Time             `json:"last_seen,omitzero"`
+	Override *AvailabilityOverride `json:"override,omitempty"`
+	// Downtime, when set, is the downtime window the worker is in now,
+	// which wins over both its own availability and the override. The
+	// master sets it as it serves the worker, from its config; the store
+	// never holds it.
+	Downtime  *Downtime `json:"downtime,omitempty"`
+	Connected bool      `json:"connected"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
 	// ConnectedAt is when the current session began (zero when not connected).
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	Address     string    `json:"address,omitempty"`
@@ -233,8 +262,12 @@ type Master struct {
 }
 
 // Effective returns the availability that dispatch applies, why, and who
-// set it.
+// set it: a downtime the worker is in, else an operator's override, else
+// the worker's own.
 func (w *Worker) Effective() (a Availability, reason, by string) {
+	if d := w.Downtime; d != nil {
+		return Offline, d.Reason, d.By()
+	}
 	if w.Override != nil {
 		return w.Override.Availability, w.Override.Reason, w.Override.By
 	}

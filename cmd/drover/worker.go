@@ -11,6 +11,7 @@ import (
 
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/agent"
+	"github.com/drover-ci/drover/internal/timewindow"
 )
 
 func workerCmd(g *globals) *cobra.Command {
@@ -22,7 +23,7 @@ func workerCmd(g *globals) *cobra.Command {
 func workerRunCmd(g *globals) *cobra.Command {
 	var cfg agent.Config
 	var labels, windows []string
-	var timezone, overLoad string
+	var timezone, tz, overLoad string
 	var maxLoad float64
 	run := &cobra.Command{
 		Use:   "run",
@@ -32,7 +33,14 @@ func workerRunCmd(g *globals) *cobra.Command {
 The owner's terms (--available, --timezone, --max-load, --over-load) are
 stored in --dir: a later run keeps them unless given again. Outside every
 --available window the worker is offline; above --max-load it is
-reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by hand.`,
+reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by hand.
+
+A window is [DAYS] HH:MM-HH:MM [ZONE]: daily ("22:00-07:00", which crosses
+midnight), weekly ("Mon-Fri 09:00-17:00", "Sat,Sun 00:00-24:00", "Fri
+22:00-06:00" runs into Saturday), optionally in a zone of its own ("Wed
+08:00-10:00 Europe/Berlin"); one without is read in --timezone, else the
+machine's local time. A downtime the master's config sets for the worker
+wins over these windows.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -40,7 +48,13 @@ reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by
 				return err
 			}
 			f := cmd.Flags()
-			if f.Changed("available") || f.Changed("timezone") || f.Changed("max-load") || f.Changed("over-load") {
+			if f.Changed("tz") {
+				if f.Changed("timezone") && tz != timezone {
+					return fmt.Errorf("--tz and --timezone are the same setting; give one")
+				}
+				timezone = tz
+			}
+			if f.Changed("available") || f.Changed("timezone") || f.Changed("tz") || f.Changed("max-load") || f.Changed("over-load") {
 				sched, err := agent.LoadSchedule(cfg.Dir)
 				if err != nil {
 					return err
@@ -50,7 +64,7 @@ reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by
 						return err
 					}
 				}
-				if f.Changed("timezone") {
+				if f.Changed("timezone") || f.Changed("tz") {
 					sched.Timezone = timezone
 				}
 				if f.Changed("max-load") {
@@ -79,8 +93,9 @@ reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by
 	f.BoolVar(&cfg.Plaintext, "plaintext", false, "connect without TLS (loopback masters only)")
 	f.StringArrayVar(&labels, "label", nil, "a static fact of this machine, key=value (repeatable)")
 	f.IntVar(&cfg.MaxBuilds, "max-builds", 1, "builds to run at once")
-	f.StringArrayVar(&windows, "available", nil, "build only within this daily window, HH:MM-HH:MM, which may cross midnight (22:00-07:00); repeatable; \"always\" clears the stored windows")
-	f.StringVar(&timezone, "timezone", "", "IANA time zone of the --available windows, e.g. Europe/Paris (default: local time)")
+	f.StringArrayVar(&windows, "available", nil, "build only within this window, [DAYS] HH:MM-HH:MM [ZONE]: \"22:00-07:00\", \"Mon-Fri 09:00-17:00\", \"Sat,Sun 00:00-24:00 Europe/Berlin\"; repeatable; \"always\" clears the stored windows")
+	f.StringVar(&timezone, "timezone", "", "IANA time zone of the --available windows that name none, e.g. Europe/Paris (default: local time)")
+	f.StringVar(&tz, "tz", "", "short for --timezone")
 	f.Float64Var(&maxLoad, "max-load", 0, "1-minute load average above which the worker is reluctant (see --over-load); 0 for no ceiling")
 	f.StringVar(&overLoad, "over-load", "reluctant", "availability above --max-load: reluctant or offline")
 	return run
@@ -88,19 +103,15 @@ reluctant (or offline). ` + "`drover worker availability`" + ` overrides both by
 
 // parseWindows reads the --available flags; "always" alone means no
 // window.
-func parseWindows(flags []string) ([]agent.Window, error) {
+func parseWindows(flags []string) ([]timewindow.Window, error) {
 	if len(flags) == 1 && strings.EqualFold(strings.TrimSpace(flags[0]), "always") {
 		return nil, nil
 	}
-	out := make([]agent.Window, 0, len(flags))
-	for _, s := range flags {
-		w, err := agent.ParseWindow(s)
-		if err != nil {
-			return nil, fmt.Errorf("--available: %w", err)
-		}
-		out = append(out, w)
+	ws, err := timewindow.ParseList(flags)
+	if err != nil {
+		return nil, fmt.Errorf("--available: %w (want %s)", err, timewindow.Syntax)
 	}
-	return out, nil
+	return ws, nil
 }
 
 func workerAvailabilityCmd(g *globals) *cobra.Command {

@@ -68,6 +68,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/timewindow"
 	"github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -403,7 +404,7 @@ func New(cfg Config) (*Agent, error) {
 		st.Availability = nil
 		if !cfg.Schedule.IsZero() {
 			sched := *cfg.Schedule
-			sched.Windows = append([]Window(nil), sched.Windows...)
+			sched.Windows = append([]timewindow.Window(nil), sched.Windows...)
 			st.Availability = &sched
 		}
 	}

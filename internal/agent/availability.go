@@ -13,12 +13,8 @@ import (
 	"strings"
 	"time"
 
-	// The worker's time windows name IANA zones; Windows machines and
-	// minimal containers have no zoneinfo database, so the binary carries
-	// one (about 450 KB). LoadLocation still prefers the system's.
-	_ "time/tzdata"
-
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/timewindow"
 	"github.com/drover-ci/drover/internal/workerproto"
 )
 
@@ -54,89 +50,14 @@ const (
 	SourceDefault Source = "default" // nothing restricts the worker: eager
 )
 
-// Window is a daily time span, "22:00-07:00", in the worker's time zone.
-// A window whose end is not after its start crosses midnight.
-type Window struct {
-	Start, End int // minutes after midnight; End may be 1440 (24:00)
-}
-
-const minutesPerDay = 24 * 60
-
-// ParseWindow parses "HH:MM-HH:MM". The end may be 24:00; a start equal to
-// the end is refused, since it is unclear whether it means never or always.
-func ParseWindow(s string) (Window, error) {
-	from, to, ok := strings.Cut(strings.TrimSpace(s), "-")
-	if !ok {
-		return Window{}, drover.Errorf(drover.Invalid, "time window %q: want HH:MM-HH:MM, e.g. 22:00-07:00", s)
-	}
-	start, err := parseClock(from, false)
-	if err != nil {
-		return Window{}, drover.Errorf(drover.Invalid, "time window %q: %w", s, err)
-	}
-	end, err := parseClock(to, true)
-	if err != nil {
-		return Window{}, drover.Errorf(drover.Invalid, "time window %q: %w", s, err)
-	}
-	if start == end {
-		return Window{}, drover.Errorf(drover.Invalid, "time window %q is empty: its start and end are the same time (for all day, give no window)", s)
-	}
-	return Window{Start: start, End: end}, nil
-}
-
-// parseClock parses "HH:MM" (or "H:MM") into minutes after midnight;
-// "24:00" only when it ends a window.
-func parseClock(s string, end bool) (int, error) {
-	s = strings.TrimSpace(s)
-	hh, mm, ok := strings.Cut(s, ":")
-	if !ok || len(hh) < 1 || len(hh) > 2 || len(mm) != 2 {
-		return 0, fmt.Errorf("%q is not a time of day HH:MM", s)
-	}
-	h, err1 := strconv.Atoi(hh)
-	m, err2 := strconv.Atoi(mm)
-	if err1 != nil || err2 != nil || h < 0 || m < 0 || m > 59 {
-		return 0, fmt.Errorf("%q is not a time of day HH:MM", s)
-	}
-	if h == 24 && m == 0 && end {
-		return minutesPerDay, nil
-	}
-	if h > 23 {
-		return 0, fmt.Errorf("%q is not a time of day HH:MM", s)
-	}
-	return h*60 + m, nil
-}
-
-func (w Window) String() string {
-	return fmt.Sprintf("%02d:%02d-%02d:%02d", w.Start/60, w.Start%60, w.End/60, w.End%60)
-}
-
-// contains reports whether the minute of the day m falls in w.
-func (w Window) contains(m int) bool {
-	if w.Start < w.End {
-		return w.Start <= m && m < w.End
-	}
-	return m >= w.Start || m < w.End // crosses midnight
-}
-
-// MarshalText writes w as "HH:MM-HH:MM", in JSON files and answers.
-func (w Window) MarshalText() ([]byte, error) { return []byte(w.String()), nil }
-
-// UnmarshalText reads "HH:MM-HH:MM".
-func (w *Window) UnmarshalText(b []byte) error {
-	v, err := ParseWindow(string(b))
-	if err != nil {
-		return err
-	}
-	*w = v
-	return nil
-}
-
 // Schedule is the owner's standing terms, given to `drover worker run` and
 // remembered in the worker directory (worker.json).
 type Schedule struct {
-	// Windows are the times of day the worker builds; none means always.
-	Windows []Window `json:"windows,omitempty"`
-	// Timezone is the IANA name the windows are read in; empty means the
-	// machine's local time.
+	// Windows are the times the worker builds, daily or weekly ("Mon-Fri
+	// 09:00-17:00"); none means always.
+	Windows []timewindow.Window `json:"windows,omitempty"`
+	// Timezone is the IANA name the windows without a zone of their own
+	// are read in; empty means the machine's local time.
 	Timezone string `json:"timezone,omitempty"`
 	// MaxLoad is a ceiling on the 1-minute load average; 0 means none.
 	MaxLoad float64 `json:"max_load,omitempty"`
@@ -161,18 +82,14 @@ func (s Schedule) location() (*time.Location, error) {
 		return nil, drover.Errorf(drover.Invalid, "availability over the load ceiling %q: want reluctant or offline", s.OverLoad)
 	}
 	for _, w := range s.Windows {
-		if w.Start < 0 || w.Start >= minutesPerDay || w.End <= 0 || w.End > minutesPerDay || w.Start == w.End {
-			return nil, drover.Errorf(drover.Invalid, "time window %d-%d is not a window of the day", w.Start, w.End)
+		if err := w.Valid(); err != nil {
+			return nil, err
 		}
 	}
-	if s.Timezone == "" || strings.EqualFold(s.Timezone, "local") {
+	if s.Timezone == "" {
 		return time.Local, nil
 	}
-	loc, err := time.LoadLocation(s.Timezone)
-	if err != nil {
-		return nil, drover.Errorf(drover.Invalid, "time zone %q: want an IANA name such as Europe/Paris: %w", s.Timezone, err)
-	}
-	return loc, nil
+	return timewindow.LoadZone(s.Timezone)
 }
 
 // overLoad is the availability above the ceiling.
@@ -269,8 +186,8 @@ type settings struct {
 }
 
 // evaluate decides the effective availability: the manual setting if any;
-// else offline outside every window; else the load ceiling may turn eager
-// into sched.OverLoad; else eager. loadErr set means the load is unknown,
+// else offline outside every window (saying until when); else the load
+// ceiling may turn eager into sched.OverLoad; else eager. loadErr set means the load is unknown,
 // and the ceiling is ignored. It is pure, so that every rule is tested
 // without a clock or a machine.
 func evaluate(s settings, now time.Time, load float64, loadErr error) (drover.Availability, string, Source) {
@@ -286,28 +203,19 @@ func evaluate(s settings, now time.Time, load float64, loadErr error) (drover.Av
 		if loc == nil {
 			loc = time.Local
 		}
-		t := now.In(loc)
-		minute := t.Hour()*60 + t.Minute()
-		inside := false
-		for _, w := range s.sched.Windows {
-			inside = inside || w.contains(minute)
-		}
-		if !inside {
-			return drover.Offline, "outside " + joinWindows(s.sched.Windows), SourceWindow
+		set := timewindow.Set{Windows: s.sched.Windows, Zone: loc}
+		if !set.Contains(now) {
+			reason := "outside " + set.String()
+			if next := set.Next(now); !next.IsZero() {
+				reason += " until " + timewindow.Until(now, next, set.Windows[0].Location(loc))
+			}
+			return drover.Offline, reason, SourceWindow
 		}
 	}
 	if s.sched.MaxLoad > 0 && loadErr == nil && load > s.sched.MaxLoad {
 		return s.sched.overLoad(), fmt.Sprintf("load %.2f above %s", load, strconv.FormatFloat(s.sched.MaxLoad, 'f', -1, 64)), SourceLoad
 	}
 	return drover.Eager, "", SourceDefault
-}
-
-func joinWindows(ws []Window) string {
-	parts := make([]string, len(ws))
-	for i, w := range ws {
-		parts[i] = w.String()
-	}
-	return strings.Join(parts, ", ")
 }
 
 // AvailabilityStatus is the worker's effective availability and the
@@ -317,7 +225,7 @@ type AvailabilityStatus struct {
 	Reason       string              `json:"reason"`
 	Source       Source              `json:"source"`
 	Manual       *ManualSetting      `json:"manual"`
-	Windows      []Window            `json:"windows"`
+	Windows      []timewindow.Window `json:"windows"`
 	Timezone     string              `json:"timezone"`
 	MaxLoad      float64             `json:"max_load"`
 	OverLoad     drover.Availability `json:"over_load"`
@@ -353,7 +261,7 @@ func statusOf(s settings, av drover.Availability, reason string, src Source, loa
 		Reason:       reason,
 		Source:       src,
 		Manual:       s.manual,
-		Windows:      append([]Window{}, s.sched.Windows...),
+		Windows:      append([]timewindow.Window{}, s.sched.Windows...),
 		Timezone:     s.sched.Timezone,
 		MaxLoad:      s.sched.MaxLoad,
 		OverLoad:     s.sched.overLoad(),

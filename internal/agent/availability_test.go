@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"math"
 	"runtime"
@@ -10,19 +9,16 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/timewindow"
 )
 
-func mustWindows(t *testing.T, specs ...string) []Window {
+func mustWindows(t *testing.T, specs ...string) []timewindow.Window {
 	t.Helper()
-	out := make([]Window, len(specs))
-	for i, s := range specs {
-		w, err := ParseWindow(s)
-		if err != nil {
-			t.Fatalf("ParseWindow(%q): %v", s, err)
-		}
-		out[i] = w
+	ws, err := timewindow.ParseList(specs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return ws
 }
 
 func mustLocation(t *testing.T, name string) *time.Location {
@@ -32,55 +28,6 @@ func mustLocation(t *testing.T, name string) *time.Location {
 		t.Fatalf("LoadLocation(%q): %v", name, err)
 	}
 	return loc
-}
-
-func TestParseWindow(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    Window
-		wantErr string
-	}{
-		{in: "22:00-07:00", want: Window{22 * 60, 7 * 60}},
-		{in: "9:30-17:45", want: Window{9*60 + 30, 17*60 + 45}},
-		{in: " 08:00 - 12:00 ", want: Window{8 * 60, 12 * 60}},
-		{in: "00:00-24:00", want: Window{0, 24 * 60}},
-		{in: "18:00-24:00", want: Window{18 * 60, 24 * 60}},
-		{in: "22:00", wantErr: "want HH:MM-HH:MM"},
-		{in: "22-07", wantErr: "not a time of day"},
-		{in: "25:00-07:00", wantErr: "not a time of day"},
-		{in: "24:00-07:00", wantErr: "not a time of day"},
-		{in: "22:60-07:00", wantErr: "not a time of day"},
-		{in: "22:0-07:00", wantErr: "not a time of day"},
-		{in: "-1:00-07:00", wantErr: "not a time of day"},
-		{in: "07:00-07:00", wantErr: "is empty"},
-		{in: "00:00-00:00", wantErr: "is empty"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseWindow(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("ParseWindow = %v, %v; want an error containing %q", got, err, tt.wantErr)
-				}
-				if drover.KindOf(err) != drover.Invalid {
-					t.Errorf("kind = %v, want invalid", drover.KindOf(err))
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("ParseWindow = %v, %v; want %v", got, err, tt.want)
-			}
-			// It prints back as it is stored, and survives JSON.
-			b, err := json.Marshal(got)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var back Window
-			if err := json.Unmarshal(b, &back); err != nil || back != got {
-				t.Errorf("JSON round trip %s = %v, %v", b, back, err)
-			}
-		})
-	}
 }
 
 func TestEvaluate(t *testing.T) {
@@ -128,17 +75,17 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "a window's end is outside",
 			s:    settings{sched: Schedule{Windows: nights}, loc: time.UTC}, now: utc("2026-06-02T07:00:00Z"),
-			want: drover.Offline, wantReason: "outside 22:00-07:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 22:00-07:00 until 22:00", wantSource: SourceWindow,
 		},
 		{
 			name: "outside a window crossing midnight",
 			s:    settings{sched: Schedule{Windows: nights}, loc: time.UTC}, now: utc("2026-06-01T12:00:00Z"),
-			want: drover.Offline, wantReason: "outside 22:00-07:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 22:00-07:00 until 22:00", wantSource: SourceWindow,
 		},
 		{
 			name: "between two windows",
 			s:    settings{sched: Schedule{Windows: mustWindows(t, "06:00-09:00", "18:00-24:00")}, loc: time.UTC}, now: utc("2026-06-01T12:00:00Z"),
-			want: drover.Offline, wantReason: "outside 06:00-09:00, 18:00-24:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 06:00-09:00, 18:00-24:00 until 18:00", wantSource: SourceWindow,
 		},
 		{
 			name: "in the second of two windows",
@@ -150,7 +97,7 @@ func TestEvaluate(t *testing.T) {
 			// there, though inside it in UTC.
 			name: "windows are read in their time zone",
 			s:    settings{sched: Schedule{Windows: mustWindows(t, "09:00-17:00")}, loc: newYork}, now: utc("2026-06-01T12:00:00Z"),
-			want: drover.Offline, wantReason: "outside 09:00-17:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 09:00-17:00 until 09:00", wantSource: SourceWindow,
 		},
 		{
 			// Paris moves to summer time at 02:00 on 2026-03-29. At 05:30
@@ -163,7 +110,7 @@ func TestEvaluate(t *testing.T) {
 			// The same UTC time on the change day is 07:30 in Paris.
 			name: "DST change: summer time on the day",
 			s:    settings{sched: Schedule{Windows: nights}, loc: paris}, now: utc("2026-03-29T05:30:00Z"),
-			want: drover.Offline, wantReason: "outside 22:00-07:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 22:00-07:00 until 22:00", wantSource: SourceWindow,
 		},
 		{
 			// 01:30 UTC on the change day is 03:30 CEST: the skipped hour
@@ -175,6 +122,28 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "DST change: autumn, back to winter time",
 			s:    settings{sched: Schedule{Windows: mustWindows(t, "02:00-03:00")}, loc: paris}, now: utc("2026-10-25T01:30:00Z"), // 02:30 CET
+			want: drover.Eager, wantSource: SourceDefault,
+		},
+		{
+			// 2026-06-06 is a Saturday.
+			name: "a weekly window: outside it at the weekend",
+			s:    settings{sched: Schedule{Windows: mustWindows(t, "Mon-Fri 09:00-17:00")}, loc: time.UTC}, now: utc("2026-06-06T12:00:00Z"),
+			want: drover.Offline, wantReason: "outside Mon-Fri 09:00-17:00 until Mon 09:00", wantSource: SourceWindow,
+		},
+		{
+			name: "a weekly window: inside it on a weekday",
+			s:    settings{sched: Schedule{Windows: mustWindows(t, "Mon-Fri 09:00-17:00")}, loc: time.UTC}, now: utc("2026-06-05T16:59:00Z"),
+			want: drover.Eager, wantSource: SourceDefault,
+		},
+		{
+			// 21:30 UTC on Friday is 23:30 in Berlin: still Friday there.
+			name: "a window's own zone wins over the worker's",
+			s:    settings{sched: Schedule{Windows: mustWindows(t, "Sat,Sun 00:00-24:00 Europe/Berlin")}, loc: time.UTC}, now: utc("2026-06-05T21:30:00Z"),
+			want: drover.Offline, wantReason: "outside Sat,Sun 00:00-24:00 Europe/Berlin until Sat 00:00", wantSource: SourceWindow,
+		},
+		{
+			name: "a window's own zone: Saturday in Berlin",
+			s:    settings{sched: Schedule{Windows: mustWindows(t, "Sat,Sun 00:00-24:00 Europe/Berlin")}, loc: time.UTC}, now: utc("2026-06-05T22:30:00Z"),
 			want: drover.Eager, wantSource: SourceDefault,
 		},
 		{
@@ -205,7 +174,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "outside the window wins over the load",
 			s:    settings{sched: Schedule{Windows: nights, MaxLoad: 6}, loc: time.UTC}, now: utc("2026-06-01T12:00:00Z"), load: 7,
-			want: drover.Offline, wantReason: "outside 22:00-07:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 22:00-07:00 until 22:00", wantSource: SourceWindow,
 		},
 		{
 			name: "inside the window, over the load",
@@ -229,7 +198,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "auto (no manual setting) leaves it to the schedule",
 			s:    settings{manual: nil, sched: Schedule{Windows: nights}, loc: time.UTC}, now: utc("2026-06-01T12:00:00Z"),
-			want: drover.Offline, wantReason: "outside 22:00-07:00", wantSource: SourceWindow,
+			want: drover.Offline, wantReason: "outside 22:00-07:00 until 22:00", wantSource: SourceWindow,
 		},
 	}
 	for _, tt := range tests {
@@ -289,7 +258,7 @@ func TestScheduleValidation(t *testing.T) {
 		{name: "negative ceiling", s: Schedule{MaxLoad: -1}, wantErr: "load ceiling"},
 		{name: "NaN ceiling", s: Schedule{MaxLoad: math.NaN()}, wantErr: "load ceiling"},
 		{name: "draining over load", s: Schedule{MaxLoad: 4, OverLoad: drover.Draining}, wantErr: "want reluctant or offline"},
-		{name: "bad stored window", s: Schedule{Windows: []Window{{Start: 60, End: 60}}}, wantErr: "not a window"},
+		{name: "bad stored window", s: Schedule{Windows: []timewindow.Window{{Start: 60, End: 60}}}, wantErr: "is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

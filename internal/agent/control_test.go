@@ -288,8 +288,8 @@ func TestAvailabilityFollowsClockAndLoad(t *testing.T) {
 		t.Errorf("FactsUpdate = %v, want eager", f)
 	}
 	clock.Set(time.Date(2026, 6, 2, 7, 0, 0, 0, paris))
-	if f := nextAvailability(t, s); f.GetAvailability() != "offline" || f.GetAvailabilityReason() != "outside 22:00-07:00" {
-		t.Errorf("FactsUpdate = %v, want offline: outside 22:00-07:00", f)
+	if f := nextAvailability(t, s); f.GetAvailability() != "offline" || f.GetAvailabilityReason() != "outside 22:00-07:00 until 22:00" {
+		t.Errorf("FactsUpdate = %v, want offline: outside 22:00-07:00 until 22:00", f)
 	}
 
 	// While disconnected the state moves on; the next hello carries it.

@@ -74,6 +74,7 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 		"stop_grace?", &stopGrace,
 		"shared_dir?", &m.SharedDir,
 		"site_timeout?", &siteTimeout,
+		"timezone?", &m.Timezone,
 	); err != nil {
 		return nil, err
 	}
@@ -165,6 +166,12 @@ func (l *loader) masterFn(thread *starlark.Thread, fn *starlark.Builtin, args st
 			l.errorf(s, "%s: probe_interval: want a duration of at least 1m", fn.Name())
 		}
 		m.ProbeInterval = d
+	}
+	if m.Timezone != "" {
+		if _, err := configZone(m.Timezone); err != nil {
+			l.errorf(s, "%s: timezone: %s", fn.Name(), drover.Message(err))
+			m.Timezone = ""
+		}
 	}
 	l.master, l.masterPos = &m, s.line()
 	return starlark.None, nil

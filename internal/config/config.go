@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/drover-ci/drover"
+	"github.com/drover-ci/drover/internal/timewindow"
 )
 
 // Config is a loaded, validated master.star: plain values with no Starlark
@@ -92,6 +93,11 @@ type Master struct {
 	// all name one shared directory, e.g. a network file system, so that
 	// each serves every build's logs.
 	SharedDir string `json:"shared_dir,omitempty"`
+	// Timezone is the IANA zone the config's time windows are read in
+	// when neither the window nor its drover.worker names one (default:
+	// UTC, never the machine's local time, so that every master of a site
+	// and checkconfig on a laptop read a window alike).
+	Timezone string `json:"timezone,omitempty"`
 	// SiteTimeout is how long a master of a site may go without a
 	// heartbeat before the others take over its running builds (default
 	// 15s). A master that could not beat for this long stops driving its
@@ -220,6 +226,18 @@ func (c *Config) Builder(name string) (*drover.Builder, bool) {
 		return nil, false
 	}
 	return &c.Builders[i], true
+}
+
+// WorkerDowntime returns the downtime windows the config sets for worker
+// name, each read in its own zone or the set's: the worker's timezone,
+// else the master's, else UTC. A worker without any has an empty set.
+func (c *Config) WorkerDowntime(name string) timewindow.Set {
+	for _, w := range c.Workers {
+		if w.Name == name {
+			return timewindow.Set{Windows: w.Downtime, Zone: w.zone}
+		}
+	}
+	return timewindow.Set{}
 }
 
 // WorkerFacts returns the facts the config sets for worker name, or nil.

@@ -307,3 +307,47 @@ drover.probe("p", "true")
 		t.Errorf("probe timeout = %v, want 30s", c.Probes[0].Timeout)
 	}
 }
+
+// A worker's downtime windows without a zone of their own are read in the
+// worker's timezone, else the master's, else UTC, wherever drover.master
+// is called; a window's own zone wins over all of them.
+func TestWorkerDowntimeZones(t *testing.T) {
+	dir := writeTree(t, map[string]string{"master.star": `
+drover.worker("own", downtime = ["Wed 08:00-10:00"], timezone = "Asia/Tokyo")
+drover.worker("master", downtime = ["Wed 08:00-10:00"])
+drover.worker("inline", downtime = ["Wed 08:00-10:00 America/New_York"])
+drover.worker("none")
+drover.master(timezone = "Europe/Berlin")
+`})
+	c, err := config.Load(filepath.Join(dir, "master.star"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wednesday 2026-06-03 at 08:30 in each zone.
+	for name, zone := range map[string]string{"own": "Asia/Tokyo", "master": "Europe/Berlin", "inline": "America/New_York"} {
+		set := c.WorkerDowntime(name)
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Date(2026, 6, 3, 8, 30, 0, 0, loc)
+		if !set.Contains(at) || set.Contains(at.Add(-2*time.Hour)) {
+			t.Errorf("%s: downtime %s is not read in %s", name, set, zone)
+		}
+	}
+	if set := c.WorkerDowntime("none"); !set.IsZero() {
+		t.Errorf("a worker without downtime has %s", set)
+	}
+	if set := c.WorkerDowntime("unknown"); !set.IsZero() {
+		t.Errorf("an unknown worker has %s", set)
+	}
+
+	// Without drover.master(timezone = ...), UTC.
+	dir = writeTree(t, map[string]string{"master.star": `drover.worker("w", downtime = ["Wed 08:00-10:00"])`})
+	if c, err = config.Load(filepath.Join(dir, "master.star")); err != nil {
+		t.Fatal(err)
+	}
+	if set := c.WorkerDowntime("w"); !set.Contains(time.Date(2026, 6, 3, 8, 30, 0, 0, time.UTC)) || set.Zone != time.UTC {
+		t.Errorf("downtime %s in %v, want UTC", set, set.Zone)
+	}
+}

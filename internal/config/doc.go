@@ -14,7 +14,7 @@
 //	drover.master(title=, url=, http=, workers=, database=, log_max_bytes=,
 //	              log_horizon=, worker_grace=, max_retries=, public_reads=,
 //	              allow_plaintext=, approve_workers=, shared_dir=,
-//	              site_timeout="15s")                      # at most once
+//	              site_timeout="15s", timezone="UTC")      # at most once
 //	drover.git(url, branches=[], poll=None, name=None)     # → source
 //	drover.checkout(source, mode="incremental", method=None, depth=0,
 //	                filter=None, submodules=False,
@@ -30,9 +30,22 @@
 //	               properties={}, description="")
 //	drover.scheduler(name, source, builders="*", branch=None, tree_stable=None)
 //	drover.probe(name, command, timeout="30s")
+//	drover.worker(name, facts={}, downtime=[], timezone="")
 //
 // Besides drover, a config has Starlark's universe (len, range, sorted,
 // fail, ...) and struct(). print() is accepted and discarded.
+//
+// drover.worker sets what the master decides for a named worker: facts
+// that override the worker's own claims, and downtime, windows in which
+// the master gives it no new build (running ones finish) whatever the
+// worker's own availability and --available windows say. A window is
+// "[DAYS] HH:MM-HH:MM [ZONE]": "22:00-06:00" (daily, across midnight),
+// "Wed 08:00-10:00", "Mon-Fri 09:00-17:00", "Sat,Sun 00:00-24:00",
+// "Wed 08:00-10:00 Europe/Berlin". One without a zone is read in the
+// worker's timezone=, else drover.master(timezone=), else UTC, never the
+// machine's local time, so that every master of a site reads it alike. A
+// bad window fails the load at the drover.worker call, saying which window
+// and at which column.
 //
 // Durations are strings such as "90s", "1m", "2h30m" or "1d", or a number
 // of seconds. Sizes are a number of bytes or strings such as "64MiB", "10MB"

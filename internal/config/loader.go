@@ -164,7 +164,7 @@ func (l *loader) config() *Config {
 	for _, s := range l.schedulers {
 		c.Schedulers = append(c.Schedulers, s.Scheduler)
 	}
-	c.Workers = sortedWorkers(l.workers)
+	c.Workers = sortedWorkers(l.workers, c.Master.Timezone)
 	c.Locks = make([]drover.LockDef, 0, len(l.locks))
 	for _, lk := range l.locks {
 		c.Locks = append(c.Locks, *lk)

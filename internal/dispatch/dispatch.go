@@ -9,7 +9,8 @@
 //  1. Requests are served by priority (high first), then age.
 //  2. A request may only go to a worker eligible for its builder (facts
 //     meet the builder's requirements; pinned names, if any, match), with
-//     a free slot, whose availability is not draining or offline.
+//     a free slot, whose availability is not draining or offline, and
+//     which is not in a downtime (a downtime wins over any availability).
 //  3. A builder's MaxBuilds caps its running builds across the fleet.
 //  4. A reluctant worker is used only when no eager worker online is
 //     eligible for the builder, or once the request has waited longer
@@ -32,7 +33,8 @@
 // that the master only acts on them: which requests a newer one replaces
 // (collapse), which have had no eligible worker online for too long
 // (expiry), and when the next decision that depends on the clock is due (a
-// reluctant worker's wait ending, a request expiring).
+// reluctant worker's wait ending, a request expiring, a worker's downtime
+// starting or ending).
 package dispatch
 
 import (
@@ -82,6 +84,13 @@ type Worker struct {
 	Checkouts map[string]bool
 	// Groups names the sharded steps the worker runs a part of now.
 	Groups map[string]bool
+	// Downtime, when set, says the worker is in a downtime now, in words
+	// ("downtime (config): Wed 08:00-10:00 UTC until 10:00"): it takes no
+	// new build, whatever its Availability.
+	Downtime string
+	// Until is when the worker's downtime next starts or ends (zero:
+	// never): a decision then may differ, so Decide wakes for it.
+	Until time.Time
 }
 
 // Snapshot is everything a decision needs.
@@ -156,6 +165,12 @@ func Decide(s Snapshot, now time.Time) Decision {
 		reqs = slices.Clone(reqs)
 		slices.SortStableFunc(reqs, queueOrder)
 	}
+	d := Decision{
+		Waiting:       make(map[int64]drover.WaitReason, len(reqs)),
+		NoWorkerSince: map[int64]time.Time{},
+		Collapsed:     collapsed(reqs, s.Builders),
+		Expired:       map[int64]string{},
+	}
 	workers := make([]Worker, len(s.Workers))
 	copy(workers, s.Workers)
 	for i := range workers {
@@ -164,6 +179,9 @@ func Decide(s Snapshot, now time.Time) Decision {
 		}
 		if workers[i].Availability == "" {
 			workers[i].Availability = drover.Eager
+		}
+		if u := workers[i].Until; u.After(now) {
+			d.due(u)
 		}
 	}
 	running := make(map[string]int, len(s.RunningByBuilder))
@@ -201,12 +219,6 @@ func Decide(s Snapshot, now time.Time) Decision {
 	// pass over the workers, so a long queue costs a lookup per request.
 	full := map[string]drover.WaitReason{}
 
-	d := Decision{
-		Waiting:       make(map[int64]drover.WaitReason, len(reqs)),
-		NoWorkerSince: map[int64]time.Time{},
-		Collapsed:     collapsed(reqs, s.Builders),
-		Expired:       map[int64]string{},
-	}
 	for _, r := range reqs {
 		if _, ok := d.Collapsed[r.ID]; ok {
 			continue
@@ -233,7 +245,7 @@ func Decide(s Snapshot, now time.Time) Decision {
 				continue
 			}
 			online = append(online, w)
-			if !w.Availability.TakesWork() {
+			if w.Downtime != "" || !w.Availability.TakesWork() {
 				unavailable = append(unavailable, unavailableWhy(w))
 				continue
 			}
@@ -455,9 +467,13 @@ func better(a, b *Worker, builder string) bool {
 }
 
 // unavailableWhy says why a worker takes no work, and what it still runs:
-// "w1 is draining (1 build running)", "w2 is offline".
+// "w1 is draining (1 build running)", "w2 is offline", "w3 is in downtime
+// (config): Wed 08:00-10:00 UTC until 10:00".
 func unavailableWhy(w *Worker) string {
 	s := fmt.Sprintf("%s is %s", w.Name, w.Availability)
+	if w.Downtime != "" {
+		s = fmt.Sprintf("%s is in %s", w.Name, w.Downtime)
+	}
 	switch {
 	case w.Running == 1:
 		s += " (1 build running)"

@@ -313,3 +313,48 @@ func TestStepLockReservation(t *testing.T) {
 		t.Errorf("assignments %v, want %v", got, want)
 	}
 }
+
+// A worker in a downtime takes no new build, whatever its availability
+// (downtime beats the worker's own and an operator's setting); a request
+// whose eligible workers are all in downtime says so, and the decision
+// wakes when a downtime starts or ends.
+func TestDowntime(t *testing.T) {
+	t0 := time.Date(2026, 6, 3, 8, 30, 0, 0, time.UTC)
+	end := t0.Add(90 * time.Minute)
+	builders := map[string]*drover.Builder{"b": {Name: "b"}, "only-a": {Name: "only-a", Workers: []string{"a"}}}
+	down := "downtime (config): Wed 08:00-10:00 UTC until 10:00"
+	snap := Snapshot{
+		Builders: builders,
+		Workers: []Worker{
+			{Name: "a", Availability: drover.Eager, Downtime: down, Until: end, Running: 1, Slots: 2},
+			{Name: "b", Availability: drover.Eager, Until: t0.Add(time.Hour)}, // its downtime starts in an hour
+		},
+		Requests: []Request{{ID: 1, Builder: "only-a", Submitted: t0}, {ID: 2, Builder: "b", Submitted: t0.Add(1)}},
+	}
+	d := Decide(snap, t0)
+	if want := []Assignment{{Request: 2, Worker: "b"}}; len(d.Assignments) != 1 || d.Assignments[0].Request != 2 || d.Assignments[0].Worker != "b" {
+		t.Fatalf("assignments %+v, want %+v", d.Assignments, want)
+	}
+	want := drover.WaitReason{Code: drover.WaitUnavailable,
+		Text: "every eligible worker is unavailable: a is in downtime (config): Wed 08:00-10:00 UTC until 10:00 (1 build running)"}
+	if w := d.Waiting[1]; w != want {
+		t.Errorf("request 1 waits because %+v, want %+v", w, want)
+	}
+	if want := t0.Add(time.Hour); !d.Next.Equal(want) { // b's downtime starts before a's ends
+		t.Errorf("Next = %v, want %v", d.Next, want)
+	}
+
+	// At the end of the downtime, a takes the request.
+	snap.Workers[0].Downtime, snap.Workers[0].Until = "", time.Time{}
+	snap.Workers[1].Until = time.Time{}
+	d = Decide(snap, end)
+	if len(d.Assignments) != 2 || !d.Next.IsZero() {
+		t.Errorf("after the downtime: assignments %+v, next %v", d.Assignments, d.Next)
+	}
+
+	// An edge already past does not wake anyone.
+	snap.Workers[1].Until = end.Add(-time.Minute)
+	if d = Decide(snap, end); !d.Next.IsZero() {
+		t.Errorf("Next = %v for an edge in the past", d.Next)
+	}
+}
