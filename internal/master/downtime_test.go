@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -92,6 +93,10 @@ drover.worker("dt-00000", downtime = ["Wed 08:00-10:00"])
 	}
 	if page := get(t, m.URL+"/workers"); !strings.Contains(page, "set by downtime (config): Wed 08:00-10:00 Europe/Berlin until 10:00 · worker's own: eager") {
 		t.Errorf("the fleet page does not show the downtime:\n%s", page)
+	}
+	if el, err := m.API().Eligibility(ctx, "b1"); err != nil || len(el) != 1 || !el[0].Eligible ||
+		!slices.Contains(el[0].Reasons, "in downtime (config): Wed 08:00-10:00 Europe/Berlin until 10:00") {
+		t.Errorf("eligibility in downtime: %+v, %v", el, err)
 	}
 	if body := get(t, m.URL+"/api/v1/workers"); !strings.Contains(body, `"downtime":{"source":"config","window":"Wed 08:00-10:00 Europe/Berlin","until":"`) {
 		t.Errorf("GET /api/v1/workers does not show the downtime:\n%s", body)
