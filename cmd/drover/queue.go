@@ -107,12 +107,18 @@ func workersCmd(g *globals) *cobra.Command {
 				if reason != "" {
 					who += ": " + reason
 				}
-				if w.Override != nil {
+				if w.Override != nil || w.Downtime != nil {
+					// What applies again once the override or the
+					// downtime ends.
 					own := w.Availability
 					if own == "" {
 						own = drover.Eager
 					}
-					who += fmt.Sprintf(" (worker's own: %s)", own)
+					if w.Downtime != nil && w.Override != nil {
+						who += fmt.Sprintf(" (operator's: %s; worker's own: %s)", w.Override.Availability, own)
+					} else {
+						who += fmt.Sprintf(" (worker's own: %s)", own)
+					}
 				}
 				connected := "no"
 				if w.Connected {

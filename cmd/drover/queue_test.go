@@ -53,6 +53,11 @@ func (f *fakeMaster) handler(t *testing.T) http.Handler {
 			{Name: "deb1", Connected: true, OS: "linux", Arch: "amd64", Version: "0.3.0", Availability: drover.Eager,
 				Override: &drover.AvailabilityOverride{Availability: drover.Draining, Reason: "disk swap", By: "operator 0e01"}},
 			{Name: "mac1", Availability: drover.Reluctant, AvailabilityReason: "outside 22:00-06:00"},
+			{Name: "lab1", Connected: true, Availability: drover.Eager,
+				Downtime: &drover.Downtime{Source: "config", Window: "Wed 08:00-10:00 Europe/Berlin", Reason: "Wed 08:00-10:00 Europe/Berlin until 10:00"}},
+			{Name: "lab2", Connected: true, Availability: drover.Offline, AvailabilityReason: "outside Mon-Fri 09:00-17:00 until Mon 09:00",
+				Override: &drover.AvailabilityOverride{Availability: drover.Eager, By: "operator 0e01"},
+				Downtime: &drover.Downtime{Source: "config", Window: "Sat,Sun 00:00-24:00 UTC", Reason: "Sat,Sun 00:00-24:00 UTC until Mon 00:00"}},
 		})
 	})
 	mux.HandleFunc("GET /api/v1/masters", func(w http.ResponseWriter, r *http.Request) {
@@ -100,8 +105,10 @@ func TestQueueCommands(t *testing.T) {
 			"gpu   worker deb1  0/1   -                     -",
 		}},
 		{"workers", []string{"workers"}, []string{
-			"deb1    yes        draining      operator 0e01: disk swap (worker's own: eager)  linux/amd64  0.3.0",
-			"mac1    no         reluctant     worker: outside 22:00-06:00                     -            -",
+			"deb1    yes        draining      operator 0e01: disk swap (worker's own: eager)                                                         linux/amd64  0.3.0",
+			"mac1    no         reluctant     worker: outside 22:00-06:00                                                                            -            -",
+			"lab1    yes        offline       downtime (config): Wed 08:00-10:00 Europe/Berlin until 10:00 (worker's own: eager)                     -            -",
+			"lab2    yes        offline       downtime (config): Sat,Sun 00:00-24:00 UTC until Mon 00:00 (operator's: eager; worker's own: offline)  -            -",
 		}},
 		{"masters", []string{"masters"}, []string{
 			"MASTER         STATE  HEARTBEAT  WEB                       WORKERS  VERSION",

@@ -37,6 +37,10 @@ type Config struct {
 	// changed once loaded.
 	indexOnce sync.Once
 	byName    map[string]int
+	// workerIndex indexes Workers the same way: the master asks for a
+	// worker's facts and downtime for every connected worker, every round.
+	workerOnce  sync.Once
+	workerIndex map[string]int
 }
 
 // Master is how the master process itself runs.
@@ -232,20 +236,30 @@ func (c *Config) Builder(name string) (*drover.Builder, bool) {
 // name, each read in its own zone or the set's: the worker's timezone,
 // else the master's, else UTC. A worker without any has an empty set.
 func (c *Config) WorkerDowntime(name string) timewindow.Set {
-	for _, w := range c.Workers {
-		if w.Name == name {
-			return timewindow.Set{Windows: w.Downtime, Zone: w.zone}
-		}
+	if w := c.worker(name); w != nil {
+		return timewindow.Set{Windows: w.Downtime, Zone: w.zone}
 	}
 	return timewindow.Set{}
 }
 
+// worker returns the config's settings for worker name, or nil.
+func (c *Config) worker(name string) *WorkerConfig {
+	c.workerOnce.Do(func() {
+		c.workerIndex = make(map[string]int, len(c.Workers))
+		for i := range c.Workers {
+			c.workerIndex[c.Workers[i].Name] = i
+		}
+	})
+	if i, ok := c.workerIndex[name]; ok {
+		return &c.Workers[i]
+	}
+	return nil
+}
+
 // WorkerFacts returns the facts the config sets for worker name, or nil.
 func (c *Config) WorkerFacts(name string) drover.Facts {
-	for _, w := range c.Workers {
-		if w.Name == name {
-			return w.Facts
-		}
+	if w := c.worker(name); w != nil {
+		return w.Facts
 	}
 	return nil
 }

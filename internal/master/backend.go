@@ -55,7 +55,9 @@ var (
 	_ api.ArtifactFiles = (*backend)(nil)
 )
 
-func (b *backend) Reader() api.Reader         { return b.reader }
+func (b *backend) Reader() api.Reader {
+	return fleetReader{Reader: b.reader, fleet: b.fleet, now: b.now}
+}
 func (b *backend) Builders() []drover.Builder { return b.cfg().Builders }
 func (b *backend) Title() string              { return b.cfg().Master.Title }
 func (b *backend) Events() *events.Subscription {
@@ -63,6 +65,36 @@ func (b *backend) Events() *events.Subscription {
 }
 
 func (b *backend) Builder(name string) (*drover.Builder, bool) { return b.cfg().Builder(name) }
+
+// fleetReader is the store's read side with what the master adds to a
+// worker as it serves it: the downtime its config puts the worker in now,
+// which the store does not hold.
+type fleetReader struct {
+	api.Reader
+	fleet *fleet
+	now   func() time.Time
+}
+
+func (r fleetReader) GetWorker(ctx context.Context, name string) (*drover.Worker, error) {
+	w, err := r.Reader.GetWorker(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	r.fleet.withDowntime(w, r.now())
+	return w, nil
+}
+
+func (r fleetReader) ListWorkers(ctx context.Context) ([]drover.Worker, error) {
+	ws, err := r.Reader.ListWorkers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	for i := range ws {
+		r.fleet.withDowntime(&ws[i], now)
+	}
+	return ws, nil
+}
 
 // URL is the configured public URL, or the address the master is served at.
 func (b *backend) URL() string {

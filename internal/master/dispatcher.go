@@ -32,7 +32,8 @@ const dispatchTimeout = 30 * time.Second
 // dispatcher matches pending requests to workers whenever something
 // changes: a request added, a worker connected or freed, a lock released,
 // an availability changed. It also wakes at the next time-based decision
-// (a reluctant worker's wait ending, a request expiring), never on a poll.
+// (a reluctant worker's wait ending, a request expiring, a downtime
+// starting or ending), never on a poll.
 // The decisions are dispatch's; the dispatcher gathers the snapshot, acts
 // on the decision, and keeps why each request waits for the queue view.
 type dispatcher struct {
@@ -123,18 +124,21 @@ func (d *dispatcher) loop(ctx context.Context) {
 // round makes one round of decisions and returns when the next
 // time-based one is due (zero: none).
 func (d *dispatcher) round(ctx context.Context) (time.Time, error) {
+	// The fleet's downtimes change the pages at their edges, queue or no
+	// queue: the dispatcher wakes for them too.
+	now := d.now()
+	edge := d.fleet.noteDowntimes(now)
 	pending, err := d.pendingRequests(ctx)
 	if err != nil {
-		return time.Time{}, err
+		return edge, err
 	}
 	d.met.pending.Set(float64(len(pending)))
 	if len(pending) == 0 || d.isHeld() {
 		d.record(map[int64]drover.WaitReason{}, map[int64]time.Time{})
-		return time.Time{}, nil
+		return edge, nil
 	}
-	now := d.now()
 	cfg := d.cfg()
-	snap, byID, err := d.snapshot(ctx, cfg, pending)
+	snap, byID, err := d.snapshot(ctx, cfg, pending, now)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -147,11 +151,19 @@ func (d *dispatcher) round(ctx context.Context) (time.Time, error) {
 	err = d.start(ctx, dec, byID, snap.Builders, now)
 	d.record(dec.Waiting, dec.NoWorkerSince)
 	d.cancelRequests(ctx, byID, dec.Expired)
-	return dec.Next, err
+	return earliest(dec.Next, edge), err
+}
+
+// earliest is the sooner of two wake-ups; zero is none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // snapshot gathers what a decision needs.
-func (d *dispatcher) snapshot(ctx context.Context, cfg *config.Config, pending []drover.BuildRequest) (dispatch.Snapshot, map[int64]drover.BuildRequest, error) {
+func (d *dispatcher) snapshot(ctx context.Context, cfg *config.Config, pending []drover.BuildRequest, now time.Time) (dispatch.Snapshot, map[int64]drover.BuildRequest, error) {
 	locks, stepLocks := d.locks.snapshot()
 	snap := dispatch.Snapshot{Builders: make(map[string]*drover.Builder, len(cfg.Builders)),
 		Locks: locks, StepLocks: stepLocks, ReluctantAfter: cfg.Master.ReluctantAfter,
@@ -180,10 +192,11 @@ func (d *dispatcher) snapshot(ctx context.Context, cfg *config.Config, pending [
 	d.mu.Lock()
 	snap.NoWorkerSince = maps.Clone(d.noWorker)
 	d.mu.Unlock()
-	for _, w := range d.fleet.online() {
+	for _, w := range d.fleet.online(now) {
 		snap.Workers = append(snap.Workers, dispatch.Worker{
 			Name: w.name, Facts: w.facts, Availability: w.availability, Slots: w.slots,
 			Running: running[w.name], Checkouts: checkouts[w.name], Groups: groups[w.name],
+			Downtime: w.downtime, Until: w.until,
 		})
 	}
 	sort.Slice(snap.Workers, func(i, j int) bool { return snap.Workers[i].Name < snap.Workers[j].Name })

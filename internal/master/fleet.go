@@ -13,6 +13,7 @@ import (
 	"github.com/drover-ci/drover"
 	"github.com/drover-ci/drover/internal/config"
 	"github.com/drover-ci/drover/internal/events"
+	"github.com/drover-ci/drover/internal/timewindow"
 	"github.com/drover-ci/drover/internal/workerhub"
 	pb "github.com/drover-ci/drover/internal/workerproto"
 )
@@ -29,7 +30,8 @@ type fleetStore interface {
 // fleet is the master's view of its workers: it records them as they come
 // and go (it is the worker hub's Handler), keeps the operators'
 // availability overrides, merges the facts the config sets for a worker
-// over what the worker claims, and explains eligibility.
+// over what the worker claims, says which workers the config puts in a
+// downtime now, and explains eligibility.
 type fleet struct {
 	store  fleetStore
 	hub    *workerhub.Hub
@@ -49,6 +51,7 @@ type fleet struct {
 
 	mu        sync.Mutex
 	overrides map[string]drover.AvailabilityOverride // operators' availability by worker
+	down      map[string]string                      // the downtime each worker was in at the last round, in words
 }
 
 var (
@@ -62,6 +65,8 @@ type onlineWorker struct {
 	facts        drover.Facts
 	availability drover.Availability
 	slots        int
+	downtime     string    // the downtime it is in, in words; "" for none
+	until        time.Time // when its downtime next starts or ends; zero: never
 }
 
 // load reads the operators' overrides, as the master starts.
@@ -163,10 +168,10 @@ func (f *fleet) factsOf(name string) drover.Facts {
 	return nil
 }
 
-// online is every connected worker as dispatch sees it: its facts, its
-// effective availability (an operator's override, else its own) and its
-// slots.
-func (f *fleet) online() []onlineWorker {
+// online is every connected worker as dispatch sees it at now: its facts,
+// its effective availability (an operator's override, else its own), its
+// slots, and the downtime it is in, which wins over both.
+func (f *fleet) online(now time.Time) []onlineWorker {
 	sessions := f.hub.Sessions()
 	out := make([]onlineWorker, 0, len(sessions))
 	f.mu.Lock()
@@ -176,9 +181,79 @@ func (f *fleet) online() []onlineWorker {
 		if o, ok := f.overrides[s.Name]; ok {
 			a = o.Availability
 		}
-		out = append(out, onlineWorker{name: s.Name, facts: f.facts(s), availability: a, slots: s.MaxBuilds})
+		w := onlineWorker{name: s.Name, facts: f.facts(s), availability: a, slots: s.MaxBuilds}
+		var d *drover.Downtime
+		if d, w.until = f.downtime(s.Name, now); d != nil {
+			w.downtime = d.String()
+		}
+		out = append(out, w)
 	}
 	return out
+}
+
+// downtime is the downtime the config puts worker name in at now (nil for
+// none), and when that next changes: the downtime's end, or the start of
+// its next one (zero: never).
+func (f *fleet) downtime(name string, now time.Time) (*drover.Downtime, time.Time) {
+	set := f.cfg().WorkerDowntime(name)
+	if set.IsZero() {
+		return nil, time.Time{}
+	}
+	next := set.Next(now)
+	w, ok := set.Active(now)
+	if !ok {
+		return nil, next
+	}
+	d := &drover.Downtime{Source: "config", Window: w.Format(set.Zone), Until: next}
+	d.Reason = d.Window
+	if !next.IsZero() {
+		d.Reason += " until " + timewindow.Until(now, next, w.Location(set.Zone))
+	}
+	return d, next
+}
+
+// withDowntime sets w.Downtime as of now, for those who read the worker:
+// the API, the web UI, the CLI.
+func (f *fleet) withDowntime(w *drover.Worker, now time.Time) {
+	w.Downtime, _ = f.downtime(w.Name, now)
+}
+
+// noteDowntimes looks at every downtime of the config at now: it tells
+// the pages of each worker that entered or left one since the last look
+// (a WorkerChanged event) and returns when the next downtime starts or
+// ends (zero: never), so that the dispatcher wakes then even with an
+// empty queue.
+func (f *fleet) noteDowntimes(now time.Time) time.Time {
+	var next time.Time
+	cur := map[string]string{}
+	for _, wc := range f.cfg().Workers {
+		d, n := f.downtime(wc.Name, now)
+		if d != nil {
+			cur[wc.Name] = d.String()
+		}
+		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
+			next = n
+		}
+	}
+	f.mu.Lock()
+	var changed []string
+	for name, d := range cur {
+		if f.down[name] != d {
+			changed = append(changed, name)
+		}
+	}
+	for name := range f.down {
+		if _, ok := cur[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	f.down = cur
+	f.mu.Unlock()
+	for _, name := range changed {
+		f.logger.Info("worker downtime", "worker", name, "downtime", cur[name])
+		f.bus.Publish(events.Event{Type: events.WorkerChanged, Worker: name})
+	}
+	return next
 }
 
 // setAvailability sets an operator's availability for a worker (a == ""
@@ -264,6 +339,9 @@ func (f *fleet) eligibility(ctx context.Context, b *drover.Builder) ([]drover.El
 		e := drover.CheckEligibility(b, w.Name, facts)
 		if !connected {
 			e.Reasons = append(e.Reasons, "not connected now")
+		}
+		if d, _ := f.downtime(w.Name, f.now()); d != nil {
+			e.Reasons = append(e.Reasons, "in "+d.String())
 		}
 		out = append(out, e)
 	}

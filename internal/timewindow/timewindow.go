@@ -56,30 +56,42 @@ func (d Days) Has(wd time.Weekday) bool { return d == 0 || d&(1<<wd) != 0 }
 // dayNames are the short names, Sunday first as time.Weekday counts.
 var dayNames = [7]string{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}
 
-// String writes d Monday first, with runs of three or more days as
-// ranges: "Mon-Fri", "Sat,Sun", "Mon,Wed-Fri"; "" for every day.
+// String writes d with runs of three or more days as ranges, Monday
+// first unless a run wraps past Sunday: "Mon-Fri", "Sat,Sun", "Mon,Wed-Fri",
+// "Fri-Mon"; "" for every day.
 func (d Days) String() string {
-	if d == 0 || d&everyDay == everyDay {
+	d = d.norm()
+	if d == 0 {
 		return ""
 	}
-	order := [7]time.Weekday{time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday, time.Saturday, time.Sunday}
+	// Start at the first day, Monday first, of the run that holds the
+	// first day set: a run wrapping past Sunday begins before Monday.
+	first := time.Monday
+	for !d.Has(first) {
+		first = (first + 1) % 7
+	}
+	for d.Has((first + 6) % 7) {
+		first = (first + 6) % 7
+	}
 	var parts []string
 	for i := 0; i < 7; {
-		if !d.Has(order[i]) {
+		wd := (first + time.Weekday(i)) % 7
+		if !d.Has(wd) {
 			i++
 			continue
 		}
 		j := i
-		for j+1 < 7 && d.Has(order[j+1]) {
+		for j+1 < 7 && d.Has((first+time.Weekday(j+1))%7) {
 			j++
 		}
+		end := (first + time.Weekday(j)) % 7
 		switch {
 		case j == i:
-			parts = append(parts, dayNames[order[i]])
+			parts = append(parts, dayNames[wd])
 		case j == i+1:
-			parts = append(parts, dayNames[order[i]], dayNames[order[j]])
+			parts = append(parts, dayNames[wd], dayNames[end])
 		default:
-			parts = append(parts, dayNames[order[i]]+"-"+dayNames[order[j]])
+			parts = append(parts, dayNames[wd]+"-"+dayNames[end])
 		}
 		i = j + 1
 	}

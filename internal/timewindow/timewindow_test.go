@@ -84,7 +84,8 @@ func TestParse(t *testing.T) {
 		{in: "sat, SUNDAY 00:00-24:00", want: Window{Days: sat | sun, End: 24 * 60}, str: "Sat,Sun 00:00-24:00"},
 		{in: "Mon,Wed-Fri 09:00-12:00", want: Window{Days: mon | wed | thu | fri, Start: 9 * 60, End: 12 * 60}},
 		{in: "Mon,Tue,Wed 09:00-12:00", want: Window{Days: mon | tue | wed, Start: 9 * 60, End: 12 * 60}, str: "Mon-Wed 09:00-12:00"},
-		{in: "Fri-Mon 20:00-08:00", want: Window{Days: fri | sat | sun | mon, Start: 20 * 60, End: 8 * 60}, str: "Mon,Fri-Sun 20:00-08:00"},
+		{in: "Fri-Mon 20:00-08:00", want: Window{Days: fri | sat | sun | mon, Start: 20 * 60, End: 8 * 60}},
+		{in: "Sun-Tue 00:00-24:00", want: Window{Days: sun | mon | tue, End: 24 * 60}},
 		{in: "Mon-Sun 10:00-11:00", want: Window{Start: 10 * 60, End: 11 * 60}, str: "10:00-11:00"},
 		{in: "Sun-Sat 10:00-11:00", want: Window{Start: 10 * 60, End: 11 * 60}, str: "10:00-11:00"},
 		// Zones.
@@ -309,8 +310,12 @@ func TestDaysString(t *testing.T) {
 		{mon | tue, "Mon,Tue"},
 		{mon | tue | wed | thu | fri, "Mon-Fri"},
 		{sat | sun, "Sat,Sun"},
-		{mon | sun, "Mon,Sun"},
-		{mon | wed | thu | fri | sun, "Mon,Wed-Fri,Sun"},
+		{mon | sun, "Sun,Mon"},
+		{mon | wed | thu | fri | sun, "Sun,Mon,Wed-Fri"},
+		{sun | mon | tue, "Sun-Tue"},
+		{fri | sat | sun | mon, "Fri-Mon"},
+		{sun, "Sun"},
+		{sat | sun | tue, "Tue,Sat,Sun"},
 	}
 	for _, tt := range tests {
 		if got := tt.d.String(); got != tt.want {

@@ -108,30 +108,43 @@ func buildLocks(ls []drover.LockState, id int64) []buildLock {
 
 // availView is a worker's availability as the pages show it: the one
 // dispatch applies, why and who set it, and the worker's own when an
-// operator's override hides it.
+// operator's override or a downtime hides it.
 type availView struct {
 	Effective drover.Availability
 	Reason    string
 	By        string
-	// Overridden is set when an operator's setting applies; Own and
-	// OwnReason are then what the worker itself reports.
+	// Overridden is set when an operator's setting or a downtime applies;
+	// Own and OwnReason are then what the worker itself reports.
 	Overridden bool
 	Own        drover.Availability
 	OwnReason  string
-	Since      time.Time // when the operator set it
+	Since      time.Time // when the operator set it; zero for a downtime
+	// Downtime is the downtime the worker is in, which wins over the
+	// operator's setting too: Operator then describes that setting.
+	Downtime *drover.Downtime
+	Operator string
 }
 
 func availabilityOf(w drover.Worker) availView {
 	a, reason, by := w.Effective()
-	v := availView{Effective: a, Reason: reason, By: by}
-	if w.Override != nil {
+	v := availView{Effective: a, Reason: reason, By: by, Downtime: w.Downtime}
+	if w.Override != nil || w.Downtime != nil {
 		v.Overridden = true
 		v.Own = w.Availability
 		if v.Own == "" {
 			v.Own = drover.Eager
 		}
 		v.OwnReason = w.AvailabilityReason
-		v.Since = w.Override.At
+	}
+	if o := w.Override; o != nil {
+		if w.Downtime == nil {
+			v.Since = o.At
+		} else {
+			v.Operator = fmt.Sprintf("%s, set by %s", o.Availability, o.By)
+			if o.Reason != "" {
+				v.Operator += ": " + o.Reason
+			}
+		}
 	}
 	return v
 }

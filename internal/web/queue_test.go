@@ -250,3 +250,23 @@ func TestLockUsed(t *testing.T) {
 		}
 	}
 }
+
+// A downtime wins over the operator's setting and the worker's own; the
+// pages still show both, and when each applies again.
+func TestAvailabilityOfDowntime(t *testing.T) {
+	at := time.Date(2026, 6, 3, 8, 0, 0, 0, time.UTC)
+	d := &drover.Downtime{Source: "config", Window: "Wed 08:00-10:00 UTC", Until: at.Add(2 * time.Hour), Reason: "Wed 08:00-10:00 UTC until 10:00"}
+	w := drover.Worker{Name: "w1", Availability: drover.Reluctant, AvailabilityReason: "load 7 above 6", Downtime: d,
+		Override: &drover.AvailabilityOverride{Availability: drover.Draining, Reason: "disk", By: "operator 0e01", At: at}}
+	got := availabilityOf(w)
+	want := availView{Effective: drover.Offline, Reason: "Wed 08:00-10:00 UTC until 10:00", By: "downtime (config)", Overridden: true,
+		Own: drover.Reluctant, OwnReason: "load 7 above 6", Downtime: d, Operator: "draining, set by operator 0e01: disk"}
+	if got != want {
+		t.Errorf("availabilityOf = %+v\nwant %+v", got, want)
+	}
+	w.Override = nil
+	want.Operator = ""
+	if got := availabilityOf(w); got != want {
+		t.Errorf("without an override: %+v\nwant %+v", got, want)
+	}
+}
