@@ -50,8 +50,7 @@ type log struct {
 	tail        *tail    // non-nil once the head of a limited log is full
 	// changed is closed, and replaced, whenever readers have something new
 	// to see: a chunk, completion, deletion.
-	changed   chan struct{}
-	followers int
+	changed chan struct{}
 }
 
 func (d *Dir) newLog(id int64) *log {
@@ -157,7 +156,7 @@ func (l *log) createLocked() error {
 	if l.inTail() {
 		l.tail = newTail(l)
 	}
-	d.held()
+	d.wakeWaiting()
 	return nil
 }
 

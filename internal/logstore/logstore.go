@@ -358,7 +358,7 @@ func (d *Dir) Recover(id int64) (Info, error) {
 		}
 		if !l.complete {
 			d.logs[id] = l
-			d.held()
+			d.wakeWaiting()
 		}
 	}
 	d.mu.Unlock()
@@ -743,8 +743,9 @@ func (d *Dir) createdCh() <-chan struct{} {
 	return d.created
 }
 
-// held wakes followers waiting in createdCh.
-func (d *Dir) held() {
+// wakeWaiting wakes the followers waiting in createdCh: this Dir has
+// started writing a log.
+func (d *Dir) wakeWaiting() {
 	d.createdMu.Lock()
 	defer d.createdMu.Unlock()
 	close(d.created)

@@ -1,7 +1,6 @@
 package master
 
 import (
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -81,9 +80,4 @@ func (c *configs) compare(origin, hash string) {
 	c.status.Differs, c.status.DiffersHash = origin, hash
 	c.logger.Warn("this master's config differs from the one another master of the site loaded: deploy the same master.star to every master",
 		"other", origin, "other_hash", hash, "hash", own)
-}
-
-// describe is a loaded config's line for the log.
-func describe(cfg *config.Config) string {
-	return fmt.Sprintf("%d builders, hash %.12s", len(cfg.Builders), cfg.Hash)
 }
